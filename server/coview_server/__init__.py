@@ -1,0 +1,1 @@
+"""Coview server: Starlette app, signaling hub, storage."""

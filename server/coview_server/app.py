@@ -1,0 +1,118 @@
+"""The Starlette application factory: routes, middleware and typed lifespan state.
+
+Wiring only: behaviour lives in the modules named by their noun (``hub``, ``signaling``,
+``pages``, ``store``…).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+from collections.abc import AsyncIterator
+from typing import TypedDict
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+from starlette.routing import Mount, Route, WebSocketRoute
+
+from . import pages, signaling
+from .bootstrap import ensure_admin
+from .hub import Hub
+from .security import PathPolicy, SecurityHeaders
+from .settings import Settings
+from .static import Assets
+from .store import Store
+
+log = logging.getLogger("coview")
+
+TICK_S = 0.25
+
+
+class State(TypedDict):
+    settings: Settings
+    store: Store
+    hub: Hub
+
+
+def _prepare_sqlite_dir(url: str) -> None:
+    prefix = "sqlite+aiosqlite:///"
+    if url.startswith(prefix):
+        path = url[len(prefix) :]
+        if path and path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+
+
+def create_app(settings: Settings) -> Starlette:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
+        _prepare_sqlite_dir(settings.database_url)
+        store = await Store.open(settings.database_url)
+        password = await ensure_admin(store, settings.admin_email, settings.admin_password)
+        if password is not None:
+            # Printed once, to the terminal of whoever started the server; never logged.
+            sys.stdout.write(
+                f"\nCoview created the first admin account:\n"
+                f"  email:    {settings.admin_email}\n  password: {password}\n"
+                f"Change it after logging in (coview reset-password).\n\n"
+            )
+            sys.stdout.flush()
+        hub = Hub(store, settings)
+        await hub.recover()
+        ticker = asyncio.create_task(_tick(hub))
+        try:
+            yield {"settings": settings, "store": store, "hub": hub}
+        finally:
+            ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ticker
+            await hub.shutdown()
+            await store.close()
+
+    web = settings.web_root
+    routes = [
+        Route("/", pages.home),
+        Route("/login", pages.login, methods=["GET", "POST"]),
+        Route("/logout", pages.logout, methods=["POST"]),
+        Route("/console", pages.console),
+        Route("/demo", pages.demo),
+        Route("/widget", pages.widget),
+        Route("/popup", pages.popup),
+        Route("/healthz", _health),
+        WebSocketRoute("/ws", signaling.endpoint),
+        Mount("/vendor", app=Assets(web / "vendor", immutable=True)),
+        Mount("/app/coview", app=Assets(web / "coview", immutable=False)),
+        Mount("/app/coview_web", app=Assets(web / "coview_web", immutable=False)),
+        Mount("/app/pages", app=Assets(web / "pages", immutable=False)),
+        Mount("/static", app=Assets(web / "static", immutable=False)),
+    ]
+    return Starlette(
+        routes=routes,
+        middleware=[
+            Middleware(
+                SecurityHeaders,
+                policies={
+                    # The widget learns the shop page it is on from the referrer.
+                    "/demo": PathPolicy(referrer_policy="same-origin"),
+                },
+            )
+        ],
+        lifespan=lifespan,
+    )
+
+
+async def _health(request: Request) -> Response:
+    return PlainTextResponse("ok")
+
+
+async def _tick(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(TICK_S)
+        try:
+            await hub.tick()
+        except Exception:  # the clock must keep running whatever one share does
+            log.exception("share tick failed")

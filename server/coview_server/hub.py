@@ -1,0 +1,787 @@
+"""The signaling hub: who is connected, who may do what, and where each message goes.
+
+Every message a socket sends arrives here already decoded and validated by
+``coview.protocol``; the hub authorises it against the sender's role and membership,
+changes stored state through :class:`~coview_server.store.Store`, drives each share's
+:class:`coview.share.ShareSession`, and queues messages for the right sockets.  It knows
+nothing of WebSockets: the signaling endpoint gives it :class:`Conn` objects, which
+tests can create directly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from coview import protocol as P, share as S, useragent
+from coview.negotiation import ANSWERER, OFFERER
+
+from .settings import Settings
+from .store import ConversationRow, MessageRow, ShareRow, Store, StoreError, UserRow
+from .tokens import new_token, token_hash
+
+log = logging.getLogger("coview.hub")
+
+SEND_QUEUE_LIMIT = 512
+
+
+class HubError(Exception):
+    """Refuse one message; the sender gets an ``error`` with this code."""
+
+    def __init__(self, code: str, text: str, fatal: bool = False) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.fatal = fatal
+
+
+@dataclass(eq=False)
+class Conn:
+    """One authenticated socket, as the hub sees it."""
+
+    id: str
+    role: str
+    user: UserRow | None = None
+    visitor_id: str | None = None
+    share_id: str | None = None
+    queue: asyncio.Queue[dict[str, Any] | None] = field(
+        default_factory=lambda: asyncio.Queue(SEND_QUEUE_LIMIT)
+    )
+    closed: bool = False
+
+    def send(self, msg: dict[str, Any]) -> None:
+        if self.closed:
+            return
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s -> %s %s %s",
+                self.role,
+                self.id,
+                msg["type"],
+                msg.get("state") or "",
+                msg.get("pc") or msg.get("code") or "",
+            )
+        try:
+            self.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            # A peer that does not read cannot be allowed to grow our memory: drop it.
+            log.warning("closing %s: send queue full", self.id)
+            self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            if self.queue.full():  # a peer that stopped reading loses what it did not read
+                while not self.queue.empty():
+                    self.queue.get_nowait()
+            self.queue.put_nowait(None)  # the writer sends what is queued, then stops
+
+
+@dataclass(eq=False)
+class PeerLink:
+    """One peer connection between the sharer and one viewer."""
+
+    id: str
+    offerer: Conn
+    answerer: Conn
+    offer_pending: bool = False
+    offered: bool = False
+
+    def other(self, conn: Conn) -> Conn | None:
+        if conn is self.offerer:
+            return self.answerer
+        if conn is self.answerer:
+            return self.offerer
+        return None
+
+
+@dataclass(eq=False)
+class LiveShare:
+    row: ShareRow
+    session: S.ShareSession
+    visitor_id: str
+    sharer: Conn | None = None
+    links: dict[str, PeerLink] = field(default_factory=dict)  # by pc id
+    note: str | None = None
+    path: str | None = None
+    #: The popup's token, kept only while the invitation may still be delivered.
+    token: str | None = None
+    #: Viewers who asked to watch before the share window connected.
+    pending_viewers: list[Conn] = field(default_factory=list)
+
+    @property
+    def id(self) -> str:
+        return self.row.id
+
+    def viewers(self) -> list[Conn]:
+        return [link.answerer for link in self.links.values()]
+
+
+class Hub:
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        ice_servers: Callable[[Conn], list[dict[str, Any]]] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.ice_servers = ice_servers or (lambda conn: list(settings.ice_servers))
+        self.clock = clock
+        self.wall = wall
+        self.conns: dict[str, Conn] = {}
+        self.shares: dict[str, LiveShare] = {}
+        self._lock = asyncio.Lock()
+
+    # -- connection life ----------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Shares open when the server stopped cannot resume yet: end them honestly."""
+        for row in await self.store.open_shares():
+            await self.store.update_share(
+                row.id, state=S.ENDED, ended_at=self.wall(), end_reason=S.SERVER_SHUTDOWN
+            )
+
+    def conns_where(self, pred: Callable[[Conn], bool]) -> list[Conn]:
+        return [c for c in self.conns.values() if pred(c)]
+
+    def visitor_conns(self, visitor_id: str) -> list[Conn]:
+        return self.conns_where(lambda c: c.role == "visitor" and c.visitor_id == visitor_id)
+
+    def agent_conns(self, user_id: int | None = None) -> list[Conn]:
+        return self.conns_where(
+            lambda c: (
+                c.role == "agent"
+                and c.user is not None
+                and (user_id is None or c.user.id == user_id)
+            )
+        )
+
+    async def join(self, conn: Conn) -> None:
+        """A socket finished its handshake (already authenticated by the endpoint)."""
+        async with self._lock:
+            self.conns[conn.id] = conn
+            if conn.role == "agent":
+                await self._send_conversations(conn)
+                for live in self.shares.values():
+                    if conn.user is not None and live.row.requested_by == conn.user.id:
+                        conn.send(self._state_msg(live))
+            elif conn.role == "visitor" and conn.visitor_id is not None:
+                await self._visitor_joined(conn)
+            elif conn.role == "sharer":
+                await self._sharer_joined(conn)
+
+    async def leave(self, conn: Conn) -> None:
+        async with self._lock:
+            self.conns.pop(conn.id, None)
+            conn.close()
+            now = self.clock()
+            for live in list(self.shares.values()):
+                if conn in live.pending_viewers:
+                    live.pending_viewers.remove(conn)
+                if live.sharer is conn:
+                    live.sharer = None
+                    await self._end(live, S.SHARER_LEFT, "sharer", now)
+                    continue
+                was_viewer = False
+                for link in list(live.links.values()):
+                    if link.answerer is conn:
+                        self._drop_link(live, link)
+                        was_viewer = True
+                if conn.role == "agent" and conn.user is not None:
+                    if live.row.requested_by == conn.user.id and not self.agent_conns(conn.user.id):
+                        await self._end(live, S.REQUESTER_LEFT, "agent", now)
+                    elif was_viewer and live.session.state == S.LIVE and not live.links:
+                        await self._end(live, S.VIEWER_LEFT, "agent", now)
+            if conn.role == "visitor" and conn.visitor_id is not None:
+                await self._push_visitor_record(conn.visitor_id)
+
+    async def tick(self) -> None:
+        """Run share deadlines; called a few times a second by the app."""
+        async with self._lock:
+            now = self.clock()
+            for live in list(self.shares.values()):
+                live.session.tick(now)
+                await self._apply(live, ended_by="timeout")
+
+    async def shutdown(self) -> None:
+        async with self._lock:
+            now = self.clock()
+            for live in list(self.shares.values()):
+                await self._end(live, S.SERVER_SHUTDOWN, "server", now)
+
+    # -- messages -----------------------------------------------------------------------
+
+    async def handle(self, conn: Conn, msg: dict[str, Any]) -> None:
+        """Act on one validated message; refusals become ``error`` messages."""
+        mtype = msg["type"]
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "%s %s <- %s %s", conn.role, conn.id, mtype, msg.get("share") or msg.get("pc")
+            )
+        handler = self._handlers.get((conn.role, mtype)) or self._handlers.get(("*", mtype))
+        if handler is None:
+            raise HubError(P.FORBIDDEN, f"a {conn.role} may not send '{mtype}'")
+        async with self._lock:
+            await handler(self, conn, msg)
+
+    async def _on_ping(self, conn: Conn, msg: dict[str, Any]) -> None:
+        conn.send(P.make("pong", t=msg.get("t")))
+
+    async def _on_pong(self, conn: Conn, msg: dict[str, Any]) -> None:
+        return None
+
+    # visitor ---------------------------------------------------------------------------
+
+    async def _visitor_joined(self, conn: Conn) -> None:
+        assert conn.visitor_id is not None
+        conv = await self.store.current_conversation(conn.visitor_id)
+        if conv is not None:
+            conn.send(P.make("history", conversation=conv.id, messages=await self._history(conv)))
+            for live in self.shares.values():
+                if live.visitor_id == conn.visitor_id:
+                    self._send_invite_or_state(conn, live)
+
+    async def _on_visitor_info(self, conn: Conn, msg: dict[str, Any]) -> None:
+        assert conn.visitor_id is not None
+        ua = msg["user_agent"]
+        info = useragent.parse(ua)
+        can_share, reason = useragent.share_verdict(ua, msg["can_share"])
+        if not can_share and reason is None:  # pragma: no cover - verdict always explains
+            reason = "Screen sharing is unavailable."
+        if msg["can_share"] is False and msg.get("share_reason"):
+            reason = str(msg["share_reason"])
+        await self.store.update_visitor(
+            conn.visitor_id,
+            user_agent=ua,
+            browser=info["browser"],
+            os=info["os"],
+            can_share=can_share,
+            share_reason=reason,
+            current_page=msg["page"],
+            now=self.wall(),
+        )
+        await self._push_visitor_record(conn.visitor_id)
+
+    async def _on_visitor_chat(self, conn: Conn, msg: dict[str, Any]) -> None:
+        assert conn.visitor_id is not None
+        text = msg["text"].strip()
+        if not text:
+            raise HubError(P.BAD_FIELD, "a message cannot be empty")
+        conv = await self.store.open_conversation(conn.visitor_id, now=self.wall())
+        row, created = await self.store.add_message(
+            conv.id, "visitor", text, client_msg_id=msg["client_id"], now=self.wall()
+        )
+        await self._deliver_chat(conv, row, echo_only=None if created else conn)
+
+    async def _on_share_answer(self, conn: Conn, msg: dict[str, Any]) -> None:
+        live = self._share_for_visitor(conn, msg["share"])
+        now = self.clock()
+        if msg["type"] == "share_accept":
+            if live.session.state in (S.ACCEPTED, S.WAITING, S.LIVE):
+                return  # a second click or a second tab: already accepted
+            self._step(lambda: live.session.accept(now))
+            await self._apply(live, ended_by="visitor")
+        else:
+            self._step(lambda: live.session.decline(now))
+            await self._apply(live, ended_by="visitor")
+
+    # agent -----------------------------------------------------------------------------
+
+    async def _on_take(self, conn: Conn, msg: dict[str, Any]) -> None:
+        user = self._user(conn)
+        conv = await self._conversation_for(user, msg["conversation"], taking=True)
+        was_waiting = conv.status == "waiting"
+        try:
+            conv = await self.store.assign_conversation(conv.id, user.id, now=self.wall())
+        except StoreError as exc:
+            raise HubError(P.CONFLICT, "another agent has taken this conversation") from exc
+        if was_waiting:
+            row, _ = await self.store.add_message(
+                conv.id, "system", f"{user.display_name} joined the conversation", now=self.wall()
+            )
+            await self._deliver_chat(conv, row)
+        await self._broadcast_conversation(conv)
+        await self._open(conn, conv)
+
+    async def _on_open(self, conn: Conn, msg: dict[str, Any]) -> None:
+        conv = await self._conversation_for(self._user(conn), msg["conversation"])
+        await self._open(conn, conv)
+
+    async def _open(self, conn: Conn, conv: ConversationRow) -> None:
+        conn.send(P.make("history", conversation=conv.id, messages=await self._history(conv)))
+        conn.send(P.make("visitor", conversation=conv.id, record=await self._record(conv)))
+        for live in self.shares.values():
+            if live.row.conversation_id == conv.id:
+                conn.send(self._state_msg(live))
+
+    async def _on_agent_chat(self, conn: Conn, msg: dict[str, Any]) -> None:
+        user = self._user(conn)
+        if msg.get("conversation") is None:
+            raise HubError(P.BAD_FIELD, "an agent must name the conversation")
+        conv = await self._conversation_for(user, msg["conversation"], taking=True)
+        if conv.status == "waiting":
+            conv = await self.store.assign_conversation(conv.id, user.id, now=self.wall())
+            await self._broadcast_conversation(conv)
+        text = msg["text"].strip()
+        if not text:
+            raise HubError(P.BAD_FIELD, "a message cannot be empty")
+        row, created = await self.store.add_message(
+            conv.id,
+            "agent",
+            text,
+            agent_id=user.id,
+            client_msg_id=msg["client_id"],
+            now=self.wall(),
+        )
+        await self._deliver_chat(conv, row, echo_only=None if created else conn)
+
+    async def _on_share_request(self, conn: Conn, msg: dict[str, Any]) -> None:
+        user = self._user(conn)
+        conv = await self._conversation_for(user, msg["conversation"], taking=True)
+        if conv.agent_id != user.id:
+            raise HubError(P.FORBIDDEN, "take the conversation before requesting a share")
+        visitor = await self.store.get_visitor(conv.visitor_id)
+        if visitor is None:  # pragma: no cover - foreign key
+            raise HubError(P.NOT_FOUND, "visitor not found")
+        if not visitor.can_share:
+            raise HubError(
+                P.UNSUPPORTED_BROWSER,
+                visitor.share_reason or "The visitor's browser cannot share its screen.",
+            )
+        if not self.visitor_conns(conv.visitor_id):
+            raise HubError(P.CONFLICT, "the visitor is not connected right now")
+        for live in self.shares.values():
+            if live.row.conversation_id == conv.id:
+                raise HubError(P.CONFLICT, "a screen share is already in progress")
+        token = new_token()
+        now = self.clock()
+        ttl = self.settings.share_request_timeout_s + self.settings.share_open_timeout_s
+        row = await self.store.create_share(
+            conv.id, user.id, token_hash(token), self.wall() + ttl, S.REQUESTED, now=self.wall()
+        )
+        session = S.ShareSession(
+            now,
+            request_timeout=self.settings.share_request_timeout_s,
+            open_timeout=self.settings.share_open_timeout_s,
+            pick_timeout=self.settings.share_pick_timeout_s,
+        )
+        session.actions()
+        live = LiveShare(row=row, session=session, visitor_id=conv.visitor_id, token=token)
+        self.shares[row.id] = live
+        sys_row, _ = await self.store.add_message(
+            conv.id, "system", f"{user.display_name} asked to see your screen", now=self.wall()
+        )
+        await self._deliver_chat(conv, sys_row)
+        for vc in self.visitor_conns(conv.visitor_id):
+            self._send_invite_or_state(vc, live)  # the invite, then the state
+        state = self._state_msg(live)
+        for c in self._share_audience(live):
+            if c.role != "visitor":  # visitors got theirs with the invite
+                c.send(state)
+
+    async def _on_share_watch(self, conn: Conn, msg: dict[str, Any]) -> None:
+        live = self._share_for_agent(conn, msg["share"])
+        for link in live.links.values():
+            if link.answerer is conn:
+                return
+        if live.sharer is not None:
+            self._link(live, conn)
+        elif conn not in live.pending_viewers:
+            live.pending_viewers.append(conn)
+        conn.send(self._state_msg(live))
+
+    async def _on_share_path(self, conn: Conn, msg: dict[str, Any]) -> None:
+        live = self._share_for_agent(conn, msg["share"])
+        if live.path != msg["path"]:
+            live.path = msg["path"]
+            await self.store.update_share(live.id, path=msg["path"])
+            self._broadcast_state(live)
+
+    # sharer ----------------------------------------------------------------------------
+
+    async def _sharer_joined(self, conn: Conn) -> None:
+        live = self.shares.get(conn.share_id or "")
+        if live is None:  # the endpoint checked; a race with an end lands here
+            conn.send(P.error(P.ENDED, "This screen share has ended.", fatal=True))
+            conn.close()
+            return
+        live.sharer = conn
+        now = self.clock()
+        self._step(lambda: live.session.sharer_joined(now))
+        await self._apply(live, ended_by="sharer")
+        live.token = None
+        for viewer in live.pending_viewers:
+            if not viewer.closed:
+                self._link(live, viewer)
+        live.pending_viewers = []
+
+    async def _on_share_media(self, conn: Conn, msg: dict[str, Any]) -> None:
+        live = self._share_for_sharer(conn, msg["share"])
+        now = self.clock()
+        live.note = None
+        self._step(lambda: live.session.media_started(msg["surface"], now))
+        await self.store.update_share(live.id, surface=msg["surface"])
+        await self._apply(live, ended_by="sharer")
+
+    async def _on_pick_failed(self, conn: Conn, msg: dict[str, Any]) -> None:
+        live = self._share_for_sharer(conn, msg["share"])
+        live.note = {
+            "cancelled": "The visitor closed the screen picker without choosing.",
+            "unsupported": "The visitor's browser refused screen capture.",
+            "error": "The visitor's browser could not start the capture.",
+        }[msg["reason"]]
+        if live.session.state == S.LIVE:
+            self._step(lambda: live.session.media_stopped(self.clock()))
+            await self._apply(live, ended_by="sharer")
+        else:
+            self._broadcast_state(live)
+
+    # anyone in the share ---------------------------------------------------------------
+
+    async def _on_share_stop(self, conn: Conn, msg: dict[str, Any]) -> None:
+        live = self.shares.get(msg["share"])
+        if live is None:
+            await self._refuse_unknown_share(conn, msg["share"])
+            return
+        if conn.role == "sharer":
+            self._share_for_sharer(conn, msg["share"])
+            by_sharer = True
+        elif conn.role == "visitor":
+            self._share_for_visitor(conn, msg["share"])
+            by_sharer = True
+        else:
+            self._share_for_agent(conn, msg["share"])
+            by_sharer = False
+        now = self.clock()
+        self._step(lambda: live.session.stop(by_sharer, now))
+        await self._apply(live, ended_by="visitor" if by_sharer else "agent")
+
+    async def _on_negotiation(self, conn: Conn, msg: dict[str, Any]) -> None:
+        link = None
+        for live in self.shares.values():
+            link = live.links.get(msg["pc"])
+            if link is not None:
+                break
+        if link is None:
+            raise HubError(P.NOT_FOUND, "no such peer connection")
+        other = link.other(conn)
+        if other is None:
+            raise HubError(P.FORBIDDEN, "this peer connection is not yours")
+        mtype = msg["type"]
+        if mtype == "offer":
+            if conn is not link.offerer:
+                raise HubError(P.OUT_OF_ORDER, "only the offerer may send an offer")
+            link.offer_pending = True
+            link.offered = True
+        elif mtype == "answer":
+            if conn is not link.answerer or not link.offer_pending:
+                raise HubError(P.OUT_OF_ORDER, "an answer needs a pending offer")
+            link.offer_pending = False
+        elif mtype == "ice" and not link.offered:
+            if conn is link.answerer:
+                raise HubError(P.OUT_OF_ORDER, "candidates before any offer")
+        other.send(msg)
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def _user(self, conn: Conn) -> UserRow:
+        if conn.user is None:  # pragma: no cover - agents always carry a user
+            raise HubError(P.UNAUTHORIZED, "not logged in", fatal=True)
+        return conn.user
+
+    async def _conversation_for(
+        self, user: UserRow, conversation_id: int, taking: bool = False
+    ) -> ConversationRow:
+        conv = await self.store.get_conversation(conversation_id)
+        if conv is None or conv.status == "closed":
+            raise HubError(P.NOT_FOUND, "no such open conversation")
+        if user.role == "admin" or conv.agent_id == user.id:
+            return conv
+        if conv.status == "waiting":
+            return conv
+        raise HubError(P.FORBIDDEN, "this conversation belongs to another agent")
+
+    def _share_for_agent(self, conn: Conn, share_id: str) -> LiveShare:
+        user = self._user(conn)
+        live = self.shares.get(share_id)
+        if live is None:
+            raise HubError(P.NOT_FOUND, "no such active screen share")
+        if user.role != "admin" and live.row.requested_by != user.id:
+            raise HubError(P.FORBIDDEN, "this screen share belongs to another agent")
+        return live
+
+    def _share_for_visitor(self, conn: Conn, share_id: str) -> LiveShare:
+        live = self.shares.get(share_id)
+        if live is None or live.visitor_id != conn.visitor_id:
+            raise HubError(P.NOT_FOUND, "no such active screen share")
+        return live
+
+    def _share_for_sharer(self, conn: Conn, share_id: str) -> LiveShare:
+        live = self.shares.get(share_id)
+        if live is None or live.sharer is not conn:
+            raise HubError(P.FORBIDDEN, "this window does not share for that session")
+        return live
+
+    async def _refuse_unknown_share(self, conn: Conn, share_id: str) -> None:
+        row = await self.store.get_share(share_id)
+        if row is not None and row.ended_at is not None:
+            raise HubError(P.ENDED, "this screen share has already ended")
+        raise HubError(P.NOT_FOUND, "no such active screen share")
+
+    @staticmethod
+    def _step(event: Callable[[], None]) -> None:
+        try:
+            event()
+        except S.ShareError as exc:
+            raise HubError(exc.code, exc.text) from exc
+
+    def _link(self, live: LiveShare, viewer: Conn) -> None:
+        assert live.sharer is not None
+        pc = f"{live.id}.{viewer.id}"
+        link = PeerLink(id=pc, offerer=live.sharer, answerer=viewer)
+        live.links[pc] = link
+        live.sharer.send(P.make("peer", share=live.id, pc=pc, role=OFFERER))
+        viewer.send(P.make("peer", share=live.id, pc=pc, role=ANSWERER))
+
+    def _drop_link(self, live: LiveShare, link: PeerLink) -> None:
+        live.links.pop(link.id, None)
+        for end in (link.offerer, link.answerer):
+            end.send(P.make("peer_gone", share=live.id, pc=link.id))
+
+    async def _apply(self, live: LiveShare, ended_by: str) -> None:
+        """Persist and announce what the share machine did."""
+        changes = live.session.actions()
+        if not changes:
+            return
+        now = self.wall()
+        fields: dict[str, Any] = {"state": live.session.state}
+        for _, state, reason in changes:
+            if state == S.ACCEPTED:
+                fields["accepted_at"] = now
+            elif state == S.LIVE and live.row.started_at is None:
+                fields["started_at"] = now
+            elif state == S.ENDED:
+                fields.update(ended_at=now, end_reason=reason, ended_by=ended_by)
+        live.row = await self.store.update_share(live.id, **fields)
+        self._broadcast_state(live)
+        if live.session.ended:
+            for link in list(live.links.values()):
+                self._drop_link(live, link)
+            self.shares.pop(live.id, None)
+            conv = await self.store.get_conversation(live.row.conversation_id)
+            if conv is not None:
+                text = _END_TEXT.get(live.session.reason or "", "The screen share ended.")
+                row, _ = await self.store.add_message(conv.id, "system", text, now=now)
+                await self._deliver_chat(conv, row)
+
+    async def _end(self, live: LiveShare, reason: str, by: str, now: float) -> None:
+        live.session.end(reason, now)
+        await self._apply(live, ended_by=by)
+
+    def _state_msg(self, live: LiveShare) -> dict[str, Any]:
+        return P.make(
+            "share_state",
+            share=live.id,
+            conversation=live.row.conversation_id,
+            state=live.session.state,
+            reason=live.session.reason,
+            surface=live.session.surface,
+            path=live.path,
+            note=live.note,
+        )
+
+    def _share_audience(self, live: LiveShare) -> list[Conn]:
+        seen: dict[str, Conn] = {}
+        for c in self.visitor_conns(live.visitor_id) + self.agent_conns(live.row.requested_by):
+            seen[c.id] = c
+        for c in live.viewers():
+            seen[c.id] = c
+        if live.sharer is not None:
+            seen[live.sharer.id] = live.sharer
+        return list(seen.values())
+
+    def _broadcast_state(self, live: LiveShare) -> None:
+        msg = self._state_msg(live)
+        for c in self._share_audience(live):
+            c.send(msg)
+
+    def _send_invite_or_state(self, conn: Conn, live: LiveShare) -> None:
+        token = live.token
+        if live.session.state == S.REQUESTED and token is not None:
+            remaining = max(0.0, (live.session.deadline() or 0.0) - self.clock())
+            conn.send(
+                P.make(
+                    "share_invite",
+                    share=live.id,
+                    conversation=live.row.conversation_id,
+                    agent_name=self._agent_name(live.row.requested_by),
+                    popup_url=f"/popup#share={live.id}&t={token}",
+                    expires_in=round(remaining, 1),
+                )
+            )
+        conn.send(self._state_msg(live))
+
+    def _agent_name(self, user_id: int) -> str:
+        for c in self.agent_conns(user_id):
+            if c.user is not None:
+                return c.user.display_name
+        return "Support"
+
+    async def _history(self, conv: ConversationRow) -> list[dict[str, Any]]:
+        return [await self._message_json(m) for m in await self.store.messages(conv.id)]
+
+    async def _message_json(self, m: MessageRow) -> dict[str, Any]:
+        name = None
+        if m.agent_id is not None:
+            user = await self.store.get_user(m.agent_id)
+            name = user.display_name if user else None
+        return {
+            "id": m.id,
+            "sender": m.sender,
+            "text": m.text,
+            "at": m.created_at,
+            "agent_name": name,
+            "client_id": m.client_msg_id,
+        }
+
+    async def _deliver_chat(
+        self, conv: ConversationRow, row: MessageRow, echo_only: Conn | None = None
+    ) -> None:
+        msg = P.make("chat", conversation=conv.id, message=await self._message_json(row))
+        if echo_only is not None:  # a resend of a stored message: confirm to the sender only
+            echo_only.send(msg)
+            return
+        for c in self.visitor_conns(conv.visitor_id):
+            c.send(msg)
+        for c in self._agents_for(conv):
+            c.send(msg)
+        await self._broadcast_conversation(conv)
+
+    def _agents_for(self, conv: ConversationRow) -> list[Conn]:
+        def allowed(c: Conn) -> bool:
+            u = c.user
+            return u is not None and (
+                u.role == "admin" or conv.status == "waiting" or conv.agent_id == u.id
+            )
+
+        return [c for c in self.agent_conns() if allowed(c)]
+
+    async def _conversation_item(self, conv: ConversationRow) -> dict[str, Any]:
+        visitor = await self.store.get_visitor(conv.visitor_id)
+        msgs = await self.store.messages(conv.id, limit=500)
+        agent_name = None
+        if conv.agent_id is not None:
+            agent = await self.store.get_user(conv.agent_id)
+            agent_name = agent.display_name if agent else None
+        last = msgs[-1].text[:140] if msgs else ""
+        return {
+            "id": conv.id,
+            "status": conv.status,
+            "visitor": conv.visitor_id,
+            "visitor_label": _visitor_label(visitor.browser if visitor else None, conv.visitor_id),
+            "agent_id": conv.agent_id,
+            "agent_name": agent_name,
+            "updated_at": conv.updated_at,
+            "last_text": last,
+            "online": bool(self.visitor_conns(conv.visitor_id)),
+        }
+
+    async def _broadcast_conversation(self, conv: ConversationRow) -> None:
+        conv = await self.store.get_conversation(conv.id) or conv
+        item = await self._conversation_item(conv)
+        msg = P.make("conversation_update", item=item)
+        for c in self.agent_conns():
+            u = c.user
+            if u is not None and (
+                u.role == "admin" or conv.status == "waiting" or conv.agent_id == u.id
+            ):
+                c.send(msg)
+
+    async def _send_conversations(self, conn: Conn) -> None:
+        user = self._user(conn)
+        rows = await self.store.list_conversations(user.id, user.role == "admin")
+        items = [await self._conversation_item(c) for c in rows]
+        conn.send(P.make("conversations", items=items))
+
+    async def _record(self, conv: ConversationRow) -> dict[str, Any]:
+        v = await self.store.get_visitor(conv.visitor_id)
+        online = bool(self.visitor_conns(conv.visitor_id))
+        if v is None:  # pragma: no cover - foreign key
+            return {"id": conv.visitor_id, "online": online}
+        return {
+            "id": v.id,
+            "browser": v.browser or "Unknown browser",
+            "os": v.os or "Unknown OS",
+            "page": v.current_page,
+            "can_share": bool(v.can_share) and online,
+            "share_reason": v.share_reason
+            if not v.can_share
+            else (None if online else "The visitor is not connected right now."),
+            "online": online,
+            "first_seen": v.created_at,
+            "last_seen": v.last_seen,
+        }
+
+    async def _push_visitor_record(self, visitor_id: str) -> None:
+        conv = await self.store.current_conversation(visitor_id)
+        if conv is None:
+            return
+        msg = P.make("visitor", conversation=conv.id, record=await self._record(conv))
+        for c in self._agents_for(conv):
+            c.send(msg)
+        await self._broadcast_conversation(conv)
+
+    _handlers: dict[tuple[str, str], Callable[[Hub, Conn, dict[str, Any]], Any]] = {}
+
+
+def _visitor_label(browser: str | None, visitor_id: str) -> str:
+    return f"Visitor {visitor_id[:6]}" + (f" · {browser}" if browser else "")
+
+
+_END_TEXT = {
+    S.DECLINED: "The screen share request was declined.",
+    S.STOPPED_BY_SHARER: "The visitor stopped sharing their screen.",
+    S.STOPPED_BY_VIEWER: "The agent stopped the screen share.",
+    S.SHARER_LEFT: "The screen share window was closed; the share ended.",
+    S.VIEWER_LEFT: "The agent left; the screen share ended.",
+    S.REQUESTER_LEFT: "The agent left; the screen share ended.",
+    S.REQUEST_TIMEOUT: "The screen share request expired without an answer.",
+    S.OPEN_TIMEOUT: "The screen share window was not opened in time.",
+    S.PICK_TIMEOUT: "No screen was chosen in time; the share ended.",
+    S.SERVER_SHUTDOWN: "The screen share ended because the server restarted.",
+}
+
+Hub._handlers = {
+    ("*", "ping"): Hub._on_ping,
+    ("*", "pong"): Hub._on_pong,
+    ("visitor", "visitor_info"): Hub._on_visitor_info,
+    ("visitor", "chat_send"): Hub._on_visitor_chat,
+    ("visitor", "share_accept"): Hub._on_share_answer,
+    ("visitor", "share_decline"): Hub._on_share_answer,
+    ("visitor", "share_stop"): Hub._on_share_stop,
+    ("agent", "conversation_take"): Hub._on_take,
+    ("agent", "conversation_open"): Hub._on_open,
+    ("agent", "chat_send"): Hub._on_agent_chat,
+    ("agent", "share_request"): Hub._on_share_request,
+    ("agent", "share_watch"): Hub._on_share_watch,
+    ("agent", "share_stop"): Hub._on_share_stop,
+    ("agent", "share_path"): Hub._on_share_path,
+    ("sharer", "share_media"): Hub._on_share_media,
+    ("sharer", "share_pick_failed"): Hub._on_pick_failed,
+    ("sharer", "share_stop"): Hub._on_share_stop,
+    ("sharer", "offer"): Hub._on_negotiation,
+    ("sharer", "answer"): Hub._on_negotiation,
+    ("sharer", "ice"): Hub._on_negotiation,
+    ("sharer", "restart"): Hub._on_negotiation,
+    ("agent", "offer"): Hub._on_negotiation,
+    ("agent", "answer"): Hub._on_negotiation,
+    ("agent", "ice"): Hub._on_negotiation,
+    ("agent", "restart"): Hub._on_negotiation,
+}

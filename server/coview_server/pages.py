@@ -1,0 +1,206 @@
+"""HTML pages: login and logout (CSRF-protected forms), the console, the widget, the popup.
+
+Pages are Jinja2 templates from ``web/templates``.  The PyScript configuration of each page
+is built here from the files on disk, so a new core module is served without editing a
+manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections import deque
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from .settings import Settings
+from .signaling import SESSION_COOKIE
+from .store import AuthError, Store, UserRow
+
+CSRF_COOKIE = "coview_csrf"
+LOGIN_WINDOW_S = 300.0
+LOGIN_MAX_PER_WINDOW = 20
+
+
+@lru_cache(maxsize=4)
+def _env(root: str) -> Environment:
+    return Environment(
+        loader=FileSystemLoader(root), autoescape=select_autoescape(["html"]), auto_reload=True
+    )
+
+
+def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLResponse:
+    settings: Settings = request.state.settings
+    html = _env(str(settings.web_root / "templates")).get_template(name).render(**ctx)
+    return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+
+def pyscript_config(settings: Settings, interpreter: str, page: str) -> str:
+    """The ``config`` attribute of a page's ``<script type="mpy|py">``."""
+    web = settings.web_root
+    files: dict[str, str] = {}
+    for package in ("coview", "coview_web"):
+        for path in sorted((web / package).glob("*.py")):
+            files[f"/app/{package}/{path.name}"] = f"{package}/{path.name}"
+    interp = {
+        "mpy": "/vendor/micropython/micropython.mjs",
+        "py": "/vendor/pyodide/pyodide.mjs",
+    }[interpreter]
+    _ = page
+    # Plugins we do not use are switched off: they cost start-up time, and their hooks
+    # would need 'unsafe-eval' (core-csp.js is PyScript's build that avoids eval).
+    return json.dumps({"interpreter": interp, "files": files, "plugins": _NO_PLUGINS})
+
+
+_NO_PLUGINS = ["!deprecations-manager", "!donkey", "!py-editor", "!py-game", "!py-terminal"]
+
+
+def _client_ip(request: Request) -> str:
+    return request.client.host if request.client else "?"
+
+
+class LoginLimiter:
+    """Per-address throttle on login attempts, on top of the per-account lockout."""
+
+    def __init__(self) -> None:
+        self.attempts: dict[str, deque[float]] = {}
+
+    def allow(self, ip: str, now: float) -> bool:
+        q = self.attempts.setdefault(ip, deque())
+        while q and now - q[0] > LOGIN_WINDOW_S:
+            q.popleft()
+        if len(q) >= LOGIN_MAX_PER_WINDOW:
+            return False
+        q.append(now)
+        if len(self.attempts) > 10000:  # bound memory under a spray of addresses
+            self.attempts.clear()
+        return True
+
+
+_limiter = LoginLimiter()
+
+
+async def current_user(request: Request) -> tuple[UserRow, str] | None:
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    store: Store = request.state.store
+    return await store.session_user(token)
+
+
+async def home(request: Request) -> Response:
+    return RedirectResponse("/console", status_code=303)
+
+
+async def login(request: Request) -> Response:
+    settings: Settings = request.state.settings
+    if request.method == "GET":
+        if await current_user(request):
+            return RedirectResponse("/console", status_code=303)
+        return _login_form(request, settings)
+    form = await request.form()
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    sent = str(form.get("csrf", ""))
+    if not cookie or not secrets.compare_digest(cookie, sent):
+        return _login_form(request, settings, "Your session expired. Please try again.", 400)
+    if not _limiter.allow(_client_ip(request), time.time()):
+        return _login_form(
+            request, settings, "Too many attempts from your address. Wait a few minutes.", 429
+        )
+    email = str(form.get("email", "")).strip()[:254]
+    password = str(form.get("password", ""))[:1024]
+    store: Store = request.state.store
+    try:
+        user = await store.authenticate(email, password)
+    except AuthError as exc:
+        text = {
+            "locked": "Too many failed attempts: this account is locked for a few minutes.",
+            "disabled": "This account is disabled. Ask an administrator.",
+        }.get(exc.code, "Wrong email or password.")
+        return _login_form(request, settings, text, 401 if exc.code != "locked" else 429, email)
+    token, _csrf = await store.create_session(user.id, ttl=settings.session_ttl_s)
+    response = RedirectResponse("/console", status_code=303)
+    response.set_cookie(
+        SESSION_COOKIE,
+        token,
+        max_age=int(settings.session_ttl_s),
+        httponly=True,
+        samesite="strict",
+        secure=settings.secure_cookies,
+        path="/",
+    )
+    response.delete_cookie(CSRF_COOKIE, path="/login")
+    return response
+
+
+def _login_form(
+    request: Request,
+    settings: Settings,
+    error: str | None = None,
+    status: int = 200,
+    email: str = "",
+) -> Response:
+    token = secrets.token_urlsafe(32)
+    response = render(request, "login.html", status, csrf=token, error=error, email=email)
+    response.set_cookie(
+        CSRF_COOKIE,
+        token,
+        httponly=True,
+        samesite="strict",
+        secure=settings.secure_cookies,
+        path="/login",
+    )
+    return response
+
+
+async def logout(request: Request) -> Response:
+    found = await current_user(request)
+    form = await request.form()
+    if found is not None:
+        _user, csrf = found
+        if not secrets.compare_digest(csrf, str(form.get("csrf", ""))):
+            return HTMLResponse("Invalid form token.", status_code=400)
+        store: Store = request.state.store
+        await store.delete_session(request.cookies.get(SESSION_COOKIE, ""))
+    response = RedirectResponse("/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+async def console(request: Request) -> Response:
+    found = await current_user(request)
+    if found is None:
+        return RedirectResponse("/login", status_code=303)
+    user, csrf = found
+    settings: Settings = request.state.settings
+    return render(
+        request,
+        "console.html",
+        user=user,
+        csrf=csrf,
+        config=pyscript_config(settings, "py", "console"),
+    )
+
+
+async def demo(request: Request) -> Response:
+    return render(request, "demo.html")
+
+
+async def widget(request: Request) -> Response:
+    settings: Settings = request.state.settings
+    return render(request, "widget.html", config=pyscript_config(settings, "mpy", "widget"))
+
+
+async def popup(request: Request) -> Response:
+    settings: Settings = request.state.settings
+    return render(request, "popup.html", config=pyscript_config(settings, "mpy", "popup"))
+
+
+def template_dir(settings: Settings) -> Path:
+    return settings.web_root / "templates"

@@ -1,0 +1,107 @@
+"""Server settings: defaults, then a TOML file, then ``COVIEW_*`` environment variables.
+
+Everything a deployment may change lives here so the rest of the server never reads the
+environment.  The defaults run Coview embedded: SQLite in ``./var``, in-process broker,
+loopback only.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+REPO_DIR = PACKAGE_DIR.parent.parent
+
+
+def _default_web_root() -> Path:
+    return REPO_DIR / "web"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    database_url: str = "sqlite+aiosqlite:///var/coview.db"
+    #: Origins allowed to open the WebSocket besides the server's own.
+    allowed_origins: tuple[str, ...] = ()
+    #: Passed to ``RTCPeerConnection`` as ``iceServers`` (TURN credentials: issue 3).
+    ice_servers: tuple[dict[str, Any], ...] = ()
+    admin_email: str = "admin@coview.local"
+    admin_password: str | None = None
+    web_root: Path = field(default_factory=_default_web_root)
+    #: Cookies get ``Secure`` when Coview is served over HTTPS.
+    secure_cookies: bool = False
+    session_ttl_s: float = 12 * 3600
+    share_request_timeout_s: float = 120.0
+    share_open_timeout_s: float = 60.0
+    share_pick_timeout_s: float = 300.0
+    #: Messages per second a socket may send on average, and the burst it may save up.
+    ws_rate: float = 50.0
+    ws_burst: float = 200.0
+    log_level: str = "info"
+
+    @property
+    def vendor_root(self) -> Path:
+        return self.web_root / "vendor"
+
+    @classmethod
+    def load(
+        cls,
+        config_path: str | None = None,
+        overrides: dict[str, Any] | None = None,
+        environ: dict[str, str] | None = None,
+    ) -> Settings:
+        values: dict[str, Any] = {}
+        if config_path:
+            with open(config_path, "rb") as fh:
+                data = tomllib.load(fh)
+            values.update(data.get("coview", data))
+        env = os.environ if environ is None else environ
+        for f in fields(cls):
+            raw = env.get("COVIEW_" + f.name.upper())
+            if raw is not None:
+                values[f.name] = raw
+        for key, value in (overrides or {}).items():
+            if value is not None:
+                values[key] = value
+        return cls()._with(values)
+
+    def _with(self, values: dict[str, Any]) -> Settings:
+        known = {f.name: f for f in fields(self)}
+        converted: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ValueError(f"unknown setting {key!r}")
+            current = getattr(self, key)
+            converted[key] = _convert(key, value, current)
+        return replace(self, **converted)
+
+
+def _convert(key: str, value: Any, current: Any) -> Any:
+    """Coerce TOML or environment text to the type of the default."""
+    if key == "web_root":
+        return Path(value)
+    if key == "ice_servers":
+        if isinstance(value, str):
+            value = json.loads(value)
+        if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
+            raise ValueError("ice_servers must be a list of objects")
+        return tuple(value)
+    if key == "allowed_origins":
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        return tuple(value)
+    if isinstance(current, bool):
+        if isinstance(value, str):
+            return value.strip().lower() in ("1", "true", "yes", "on")
+        return bool(value)
+    if isinstance(current, int) and not isinstance(current, bool):
+        return int(value)
+    if isinstance(current, float):
+        return float(value)
+    return value

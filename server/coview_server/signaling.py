@@ -1,0 +1,263 @@
+"""The ``/ws`` endpoint: Origin check, handshake first, then a reader and a writer.
+
+This is the server's thin I/O shell around :mod:`coview.protocol` and
+:class:`~coview_server.hub.Hub`: it turns frames into validated messages, enforces the
+per-socket rate limit and liveness, and turns hub refusals into coded ``error`` messages.
+A bad frame never ends the process, and only abuse or a failed handshake ends the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from coview import protocol as P, share as S
+from coview.liveness import DEAD, PING, Liveness
+
+from .hub import Conn, Hub, HubError
+from .security import check_origin
+from .settings import Settings
+from .store import Store
+from .tokens import new_token, token_hash
+
+log = logging.getLogger("coview.signaling")
+
+HANDSHAKE_TIMEOUT_S = 10.0
+#: Refused messages a socket may send before it is closed as abusive.
+MAX_ERRORS = 50
+
+WS_1000_NORMAL = 1000
+WS_1008_POLICY = 1008
+WS_1009_TOO_BIG = 1009
+WS_1011_INTERNAL = 1011
+
+SESSION_COOKIE = "coview_session"
+
+
+class TokenBucket:
+    """Average ``rate`` messages per second with bursts up to ``burst``."""
+
+    def __init__(self, rate: float, burst: float, now: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self.tokens = burst
+        self.stamp = now
+
+    def take(self, now: float) -> bool:
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Refused(Exception):
+    def __init__(self, code: str, text: str, close_code: int = WS_1008_POLICY) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.close_code = close_code
+
+
+async def endpoint(websocket: WebSocket) -> None:
+    state = websocket.state
+    hub: Hub = state.hub
+    settings: Settings = state.settings
+    if not check_origin(
+        dict(websocket.headers), set(settings.allowed_origins), websocket.headers.get("host", "")
+    ):
+        # Refuse before accepting: a cross-site page must not even learn the protocol.
+        await websocket.close(code=WS_1008_POLICY)
+        return
+    await websocket.accept()
+    conn: Conn | None = None
+    try:
+        conn = await _handshake(websocket, hub, state.store, settings)
+    except Refused as exc:
+        await _send(websocket, P.error(exc.code, exc.text, "handshake", fatal=True))
+        await _close(websocket, exc.close_code)
+        return
+    except WebSocketDisconnect:
+        return
+    writer = asyncio.create_task(_writer(websocket, conn))
+    close_code = WS_1000_NORMAL
+    try:
+        await hub.join(conn)
+        close_code = await _reader(websocket, hub, conn, settings)
+    except WebSocketDisconnect:
+        pass
+    except Exception:  # a bug must cost one socket, never the server
+        log.exception("signaling failure on %s", conn.id)
+    finally:
+        await hub.leave(conn)
+        conn.close()
+        try:
+            await asyncio.wait_for(writer, 2.0)
+        except (TimeoutError, asyncio.CancelledError):
+            writer.cancel()
+        await _close(websocket, close_code)  # after the writer flushed the last error
+
+
+async def _handshake(websocket: WebSocket, hub: Hub, store: Store, settings: Settings) -> Conn:
+    try:
+        text = await asyncio.wait_for(_receive_text(websocket), HANDSHAKE_TIMEOUT_S)
+    except TimeoutError:
+        raise Refused(P.HANDSHAKE_REQUIRED, "no handshake within 10 seconds") from None
+    try:
+        msg = P.decode(text, P.C2S)
+    except P.ProtocolError as exc:
+        raise Refused(exc.code, exc.text) from None
+    if msg["type"] != "handshake":
+        raise Refused(P.HANDSHAKE_REQUIRED, "the first message must be a handshake")
+    if P.PROTOCOL_VERSION not in msg["versions"]:
+        raise Refused(
+            P.UNSUPPORTED_VERSION,
+            "this server speaks protocol version " + ", ".join(P.SUPPORTED_VERSIONS),
+        )
+    role = msg["role"]
+    conn = Conn(id=new_token(16), role=role)
+    info: dict[str, Any] = {}
+    if role == "agent":
+        cookie = websocket.cookies.get(SESSION_COOKIE)
+        found = await store.session_user(cookie) if cookie else None
+        if found is None:
+            raise Refused(P.UNAUTHORIZED, "please log in again")
+        conn.user = found[0]
+        info["user"] = {"id": conn.user.id, "name": conn.user.display_name, "role": conn.user.role}
+    elif role == "visitor":
+        token = msg.get("token")
+        visitor = await store.visitor_by_secret(token) if token else None
+        if visitor is None:
+            visitor, secret = await store.create_visitor()
+            info["token"] = secret
+        conn.visitor_id = visitor.id
+        info["visitor"] = visitor.id
+    else:
+        conn.share_id = await _claim_share(hub, store, msg.get("token"))
+        live = hub.shares[conn.share_id]
+        info["share"] = conn.share_id
+        info["conversation"] = live.row.conversation_id
+        info["agent_name"] = hub._agent_name(live.row.requested_by)
+    await _send(
+        websocket,
+        P.make(
+            "welcome",
+            version=P.PROTOCOL_VERSION,
+            role=role,
+            conn=conn.id,
+            ice_servers=hub.ice_servers(conn),
+            info=info,
+        ),
+    )
+    return conn
+
+
+async def _claim_share(hub: Hub, store: Store, token: str | None) -> str:
+    """Spend a popup token: valid once, before its expiry, for a share still running."""
+    if not token:
+        raise Refused(P.UNAUTHORIZED, "this link has no share token")
+    row = await store.share_by_token_hash(token_hash(token))
+    if row is None:
+        raise Refused(P.UNAUTHORIZED, "this share link is not valid")
+    if row.ended_at is not None or row.id not in hub.shares:
+        raise Refused(P.ENDED, "this screen share has already ended")
+    if row.token_used:
+        raise Refused(P.USED, "this share link has already been used")
+    if row.token_expires_at is not None and row.token_expires_at < time.time():
+        raise Refused(P.EXPIRED, "this share link has expired")
+    if hub.shares[row.id].session.state not in (S.REQUESTED, S.ACCEPTED):
+        raise Refused(P.USED, "this share link has already been used")
+    await store.update_share(row.id, token_used=True)
+    return row.id
+
+
+async def _reader(websocket: WebSocket, hub: Hub, conn: Conn, settings: Settings) -> int:
+    """Serve the socket until it ends; returns the close code to send."""
+    loop = asyncio.get_running_loop()
+    bucket = TokenBucket(settings.ws_rate, settings.ws_burst, loop.time())
+    alive = Liveness(loop.time())
+    errors = 0
+    while not conn.closed:
+        try:
+            text = await asyncio.wait_for(_receive_text(websocket), 5.0)
+        except TimeoutError:
+            verdict = alive.tick(loop.time())
+            if verdict == PING:
+                conn.send(P.make("ping"))
+            elif verdict == DEAD:
+                log.info("closing %s: silent for %.0f s", conn.id, alive.dead_after)
+                return WS_1000_NORMAL
+            continue
+        now = loop.time()
+        alive.heard(now)
+        if not bucket.take(now):
+            errors += 1
+            conn.send(P.error(P.RATE_LIMITED, "too many messages; slow down"))
+        else:
+            try:
+                msg = P.decode(text, P.C2S)
+                await hub.handle(conn, msg)
+                continue
+            except P.ProtocolError as exc:
+                errors += 1
+                conn.send(P.error(exc.code, exc.text, exc.ref))
+                if exc.code == P.TOO_LARGE:
+                    return WS_1009_TOO_BIG
+            except HubError as exc:
+                errors += 1
+                conn.send(P.error(exc.code, exc.text, fatal=exc.fatal))
+                if exc.fatal:
+                    return WS_1000_NORMAL
+        if errors > MAX_ERRORS:
+            conn.send(P.error(P.RATE_LIMITED, "too many refused messages", fatal=True))
+            return WS_1000_NORMAL
+    return WS_1000_NORMAL
+
+
+async def _receive_text(websocket: WebSocket) -> str:
+    message = await websocket.receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message.get("code", 1000))
+    text = message.get("text")
+    if text is None:
+        data = message.get("bytes") or b""
+        if len(data) > P.MAX_MESSAGE_BYTES:
+            return "x" * (P.MAX_MESSAGE_BYTES + 1)
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            return "\ufffe"  # decodes to bad_json
+    return str(text)
+
+
+async def _writer(websocket: WebSocket, conn: Conn) -> None:
+    while True:
+        msg = await conn.queue.get()
+        if msg is None:
+            return
+        if not await _send(websocket, msg):
+            conn.close()
+            return
+
+
+async def _send(websocket: WebSocket, msg: dict[str, Any]) -> bool:
+    if websocket.application_state != WebSocketState.CONNECTED:
+        return False
+    try:
+        await websocket.send_text(P.encode(msg))
+        return True
+    except Exception:
+        return False
+
+
+async def _close(websocket: WebSocket, code: int) -> None:
+    if websocket.application_state == WebSocketState.CONNECTED:
+        try:
+            await websocket.close(code=code)
+        except Exception:
+            pass

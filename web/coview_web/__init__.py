@@ -1,0 +1,1 @@
+"""Coview's browser-side Python (runs on MicroPython and Pyodide through PyScript)."""

@@ -1,0 +1,103 @@
+"""The browser's end of the signaling socket: handshake, codec, liveness.
+
+It knows the protocol but not the page: decoded messages go to ``on_message``, and the
+socket's life to ``on_status`` ("connecting", "open", "closed").  Messages sent before
+the socket opens wait in order.
+"""
+
+import js
+
+from coview import protocol as P
+from coview.liveness import DEAD, PING, Liveness
+from coview_web import ffi
+
+
+class Channel:
+    def __init__(self, role, token=None, on_message=None, on_status=None):
+        self.role = role
+        self.token = token
+        self.on_message = on_message
+        self.on_status = on_status
+        self.ws = None
+        self.is_open = False
+        self.closed_by_us = False
+        self.welcome = None
+        self._outbox = []
+        self._live = None
+        self._timer = None
+
+    def connect(self):
+        loc = js.window.location
+        scheme = "wss:" if str(loc.protocol) == "https:" else "ws:"
+        self.ws = js.WebSocket.new(scheme + "//" + str(loc.host) + "/ws")
+        ffi.add_listener(self.ws, "open", self._opened)
+        ffi.add_listener(self.ws, "message", self._received)
+        ffi.add_listener(self.ws, "close", self._closed)
+        self._status("connecting")
+
+    def send(self, msg):
+        if self.is_open and self.welcome is not None:
+            self.ws.send(P.encode(msg))
+        else:
+            self._outbox.append(msg)
+
+    def close(self):
+        self.closed_by_us = True
+        if self.ws is not None:
+            self.ws.close(1000)
+
+    # -- socket events ------------------------------------------------------------------
+
+    def _opened(self, event):
+        self.is_open = True
+        hello = P.make("handshake", versions=list(P.SUPPORTED_VERSIONS), role=self.role)
+        if self.token:
+            hello["token"] = self.token
+        self.ws.send(P.encode(hello))
+        self._live = Liveness(ffi.now_ms() / 1000.0)
+        self._timer = js.window.setInterval(ffi.create_proxy(self._tick), 5000)
+
+    def _received(self, event):
+        now = ffi.now_ms() / 1000.0
+        if self._live is not None:
+            self._live.heard(now)
+        try:
+            msg = P.decode(str(event.data), P.S2C)
+        except P.ProtocolError as exc:
+            js.console.warn("coview: dropped a bad message from the server: " + exc.text)
+            return
+        mtype = msg["type"]
+        if mtype == "ping":
+            self.ws.send(P.encode(P.make("pong", t=msg.get("t"))))
+            return
+        if mtype == "pong":
+            return
+        if mtype == "welcome":
+            self.welcome = msg
+            pending = self._outbox
+            self._outbox = []
+            for queued in pending:
+                self.ws.send(P.encode(queued))
+            self._status("open")
+        if self.on_message is not None:
+            self.on_message(msg)
+
+    def _closed(self, event):
+        self.is_open = False
+        if self._timer is not None:
+            js.window.clearInterval(self._timer)
+            self._timer = None
+        self._status("closed")
+
+    def _tick(self, *args):
+        if self._live is None or not self.is_open:
+            return
+        verdict = self._live.tick(ffi.now_ms() / 1000.0)
+        if verdict == PING:
+            self.ws.send(P.encode(P.make("ping")))
+        elif verdict == DEAD:
+            self.ws.close(4000)
+
+    def _status(self, status):
+        if self.on_status is not None:
+            self.on_status(status)
