@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 PROTOCOL_VERSION = "1"
 SUPPORTED_VERSIONS = ("1",)
 MAX_MESSAGE_BYTES = 65536
+MAX_INT = 2**53 - 1
 
 # Directions a message may travel.
 C2S = "c2s"
@@ -214,9 +215,17 @@ def _kind_ok(kind: str, value: "Any") -> bool:
     if kind == BOOL:
         return isinstance(value, bool)
     if kind == INT:
-        return isinstance(value, int) and not isinstance(value, bool)
+        # Bounded to what a JS number holds exactly and a database column accepts.
+        return (
+            isinstance(value, int) and not isinstance(value, bool) and -MAX_INT <= value <= MAX_INT
+        )
     if kind == NUM:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        # NaN and infinities parse in CPython but are not JSON: a browser could not read them back.
+        return (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and value - value == 0  # false for NaN and both infinities
+        )
     if kind == LIST:
         return isinstance(value, list)
     if kind == DICT or kind == CANDIDATE:

@@ -741,7 +741,7 @@ def field_value(spec):
     elif kind == protocol.STR:
         out = st.text(max_size=min(max_len or 40, 40))
     elif kind == protocol.INT:
-        out = st.integers(min_value=0, max_value=2**53)
+        out = st.integers(min_value=0, max_value=2**53 - 1)
     elif kind == protocol.NUM:
         out = st.integers(min_value=-(2**31), max_value=2**31) | st.floats(
             allow_nan=False, allow_infinity=False
@@ -781,3 +781,24 @@ def test_valid_messages_round_trip(msg):
     for direction in directions(msg["type"]):
         assert roundtrip(msg, direction) == msg
         assert decode(encode(msg).encode("utf-8"), direction) == msg
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"type": "share_request", "conversation": 9007199254740992}',
+        '{"type": "share_request", "conversation": -9007199254740992}',
+        '{"type": "ping", "t": NaN}',
+        '{"type": "ping", "t": Infinity}',
+        '{"type": "ping", "t": -Infinity}',
+    ],
+)
+def test_numbers_outside_what_json_and_js_carry_are_refused(text):
+    with pytest.raises(protocol.ProtocolError) as info:
+        protocol.decode(text, protocol.C2S)
+    assert info.value.code == protocol.BAD_FIELD
+
+
+def test_largest_exact_js_integer_is_accepted():
+    msg = protocol.decode('{"type": "share_request", "conversation": 9007199254740991}', protocol.C2S)
+    assert msg["conversation"] == 2**53 - 1
