@@ -98,6 +98,9 @@ def create_app(settings: Settings) -> Starlette:
                 policies={
                     # The widget learns the shop page it is on from the referrer.
                     "/demo": PathPolicy(referrer_policy="same-origin"),
+                    "/widget": PathPolicy(
+                        frame_ancestors=" ".join(("'self'", *settings.embed_origins))
+                    ),
                 },
             )
         ],

@@ -145,7 +145,14 @@ class Hub:
         """Shares open when the server stopped cannot resume yet: end them honestly."""
         for row in await self.store.open_shares():
             await self.store.update_share(
-                row.id, state=S.ENDED, ended_at=self.wall(), end_reason=S.SERVER_SHUTDOWN
+                row.id,
+                state=S.ENDED,
+                ended_at=self.wall(),
+                end_reason=S.SERVER_SHUTDOWN,
+                ended_by="server",
+            )
+            await self.store.add_message(
+                row.conversation_id, "system", _END_TEXT[S.SERVER_SHUTDOWN], now=self.wall()
             )
 
     def conns_where(self, pred: Callable[[Conn], bool]) -> list[Conn]:
@@ -307,7 +314,7 @@ class Hub:
                 conv.id, "system", f"{user.display_name} joined the conversation", now=self.wall()
             )
             await self._deliver_chat(conv, row)
-        await self._broadcast_conversation(conv)
+        await self._broadcast_conversation(conv, was_waiting=was_waiting)
         await self._open(conn, conv)
 
     async def _on_open(self, conn: Conn, msg: dict[str, Any]) -> None:
@@ -328,7 +335,7 @@ class Hub:
         conv = await self._conversation_for(user, msg["conversation"], taking=True)
         if conv.status == "waiting":
             conv = await self.store.assign_conversation(conv.id, user.id, now=self.wall())
-            await self._broadcast_conversation(conv)
+            await self._broadcast_conversation(conv, was_waiting=True)
         text = msg["text"].strip()
         if not text:
             raise HubError(P.BAD_FIELD, "a message cannot be empty")
@@ -693,16 +700,27 @@ class Hub:
             "online": bool(self.visitor_conns(conv.visitor_id)),
         }
 
-    async def _broadcast_conversation(self, conv: ConversationRow) -> None:
+    async def _broadcast_conversation(
+        self, conv: ConversationRow, was_waiting: bool = False
+    ) -> None:
+        """Tell the agents who may see it; when it was just taken, tell the others too.
+
+        Every agent saw a waiting conversation in their list; once taken, the others get a
+        bare item (no message text) so their console can drop it instead of offering a
+        ``take`` the server would refuse.
+        """
         conv = await self.store.get_conversation(conv.id) or conv
         item = await self._conversation_item(conv)
         msg = P.make("conversation_update", item=item)
+        bare = P.make("conversation_update", item=dict(item, last_text="", visitor_label=""))
         for c in self.agent_conns():
             u = c.user
-            if u is not None and (
-                u.role == "admin" or conv.status == "waiting" or conv.agent_id == u.id
-            ):
+            if u is None:
+                continue
+            if u.role == "admin" or conv.status == "waiting" or conv.agent_id == u.id:
                 c.send(msg)
+            elif was_waiting:
+                c.send(bare)
 
     async def _send_conversations(self, conn: Conn) -> None:
         user = self._user(conn)

@@ -29,6 +29,9 @@ class Settings:
     database_url: str = "sqlite+aiosqlite:///var/coview.db"
     #: Origins allowed to open the WebSocket besides the server's own.
     allowed_origins: tuple[str, ...] = ()
+    #: Sites allowed to embed the chat widget (``/widget``) in a frame, e.g.
+    #: ``https://shop.example``; the server's own pages always may.
+    embed_origins: tuple[str, ...] = ()
     #: Passed to ``RTCPeerConnection`` as ``iceServers`` (TURN credentials: issue 3).
     ice_servers: tuple[dict[str, Any], ...] = ()
     admin_email: str = "admin@coview.local"
@@ -92,7 +95,7 @@ def _convert(key: str, value: Any, current: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
             raise ValueError("ice_servers must be a list of objects")
         return tuple(value)
-    if key == "allowed_origins":
+    if key in ("allowed_origins", "embed_origins"):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         return tuple(value)

@@ -218,5 +218,7 @@ def test_ffi_probe(
     # The probe fetches one missing file on purpose; nothing else may fail to load.
     unexpected = [e for e in watch.console_errors if "404 (Not Found)" not in e]
     assert unexpected == [], f"{name}: console errors: {unexpected}"
-    # Editor/terminal plugins are disabled by the page config: their chunks must not load.
-    assert not [u for u in watch.urls if "codemirror" in u or "xterm" in u]
+    # The page config disables every plugin but "error": none of their chunks may load.
+    unwanted = ("codemirror", "xterm", "py-editor-", "py-game-", "py-terminal-", "donkey-")
+    assert not [u for u in watch.urls if any(part in u for part in unwanted)]
+    assert not [u for u in watch.urls if "deprecations-manager-" in u]

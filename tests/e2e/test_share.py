@@ -67,6 +67,17 @@ def test_closing_the_popup_ends_the_share_within_two_seconds(contexts, server):
     assert_sees_shop(agent)
 
 
+def test_reloading_the_popup_ends_the_share(contexts, server):
+    visitor, agent, _ = start_chat(contexts(), contexts(), server)
+    popup = go_live(visitor, agent)
+    started = time.monotonic()
+    popup.reload()
+    expect(agent.share_status()).to_contain_text("closed the share window", timeout=2000)
+    assert time.monotonic() - started < 2.0
+    expect(popup.get_by_role("alert")).to_contain_text("Reloading this window ended", timeout=20000)
+    expect(popup.get_by_role("button", name="Share my screen")).to_be_disabled()
+
+
 def test_agent_stops_the_share(contexts, server):
     visitor, agent, _ = start_chat(contexts(), contexts(), server)
     popup = go_live(visitor, agent)

@@ -54,6 +54,7 @@ class Console:
         self.watching = {}
         self.counter = 0
         self.ice = []
+        self.me = {"id": None, "role": "agent"}
         self.channel = Channel("agent", None, self.on_message, self.on_status)
 
     # -- socket -------------------------------------------------------------------------
@@ -76,6 +77,7 @@ class Console:
 
     def on_welcome(self, msg):
         self.ice = msg["ice_servers"]
+        self.me = msg["info"]["user"]
 
     def on_error(self, msg):
         dom.text(el("conn-status"), msg["text"])
@@ -90,8 +92,24 @@ class Console:
             self.conversations[item["id"]] = item
         self.render_list()
 
+    def visible(self, item):
+        return (
+            self.me["role"] == "admin"
+            or item["status"] == "waiting"
+            or item.get("agent_id") == self.me["id"]
+        )
+
     def on_conversation_update(self, msg):
         item = msg["item"]
+        if not self.visible(item):
+            # Another agent took it: drop it from our list and our screen.
+            self.conversations.pop(item["id"], None)
+            if item["id"] == self.current:
+                self.current = None
+                dom.show(el("conv-view"), False)
+                dom.text(el("conn-status"), "That conversation was taken by another agent.")
+            self.render_list()
+            return
         self.conversations[item["id"]] = item
         self.render_list()
         if item["id"] == self.current:

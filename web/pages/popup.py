@@ -188,15 +188,31 @@ def on_stop(event):
         channel.send(P.make("share_stop", share=state["share"]))
 
 
+def _remember(share):
+    """Mark this window as used, so a reload can say what happened instead of 'invalid'."""
+    try:
+        if share:
+            js.window.sessionStorage.setItem("coview.popup", share)
+            return None
+        value = js.window.sessionStorage.getItem("coview.popup")
+        return None if ffi.is_none(value) else str(value)
+    except Exception:  # storage may be disabled
+        return None
+
+
 share_id, token = _read_fragment()
 channel = Channel("sharer", token, on_message, on_status)
 dom.on(share_button, "click", on_share)
 dom.on(stop_button, "click", on_stop)
 if not token:
-    fail(_ERROR_WORDS["unauthorized"])
+    if _remember(None):
+        fail("Reloading this window ended the screen share. Ask the agent for a new request.")
+    else:
+        fail(_ERROR_WORDS["unauthorized"])
     dom.text(status, "This window cannot share.")
     state["ended"] = True
 else:
+    _remember(share_id)
     dom.text(status, "Connecting to support…")
     channel.connect()
 js.document.body.dataset.ready = "1"

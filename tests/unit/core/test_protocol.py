@@ -800,5 +800,7 @@ def test_numbers_outside_what_json_and_js_carry_are_refused(text):
 
 
 def test_largest_exact_js_integer_is_accepted():
-    msg = protocol.decode('{"type": "share_request", "conversation": 9007199254740991}', protocol.C2S)
+    msg = protocol.decode(
+        '{"type": "share_request", "conversation": 9007199254740991}', protocol.C2S
+    )
     assert msg["conversation"] == 2**53 - 1

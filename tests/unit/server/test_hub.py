@@ -273,8 +273,14 @@ async def test_agent_takes_conversation_and_others_are_shut_out(world: World) ->
     assert of(got_a, "conversation_update")[-1]["item"]["agent_name"] == "Alice"
     got_v = drain(v)
     assert [m["message"]["text"] for m in of(got_v, "chat")] == ["Alice joined the conversation"]
-    # Bob may no longer see it: not even the system message.
-    assert of(drain(b), "chat") == []
+    # Bob may no longer see it: not even the system message.  He is told it was taken,
+    # with no text, so his console can drop it from its list.
+    got_b = drain(b)
+    assert of(got_b, "chat") == []
+    bare = [m["item"] for m in of(got_b, "conversation_update")]
+    assert [(i["id"], i["status"], i["agent_id"], i["last_text"]) for i in bare] == [
+        (conv, "open", alice.id, "")
+    ]
     row = await world.store.get_conversation(conv)
     assert row is not None and row.status == "open" and row.agent_id == alice.id
 
@@ -909,7 +915,10 @@ async def test_recover_ends_shares_left_open(world: World) -> None:
     row = await world.store.get_share(left.id)
     assert row is not None
     assert row.state == S.ENDED and row.end_reason == S.SERVER_SHUTDOWN
-    assert row.ended_at == world.clock.wall()
+    assert row.ended_at == world.clock.wall() and row.ended_by == "server"
+    # The conversation says why, once, for the one share that was cut.
+    texts = [m.text for m in await world.store.messages(conv.id) if m.sender == "system"]
+    assert texts == ["The screen share ended because the server restarted."]
     untouched = await world.store.get_share(done.id)
     assert untouched is not None and untouched.end_reason == S.DECLINED
     assert untouched.ended_at == WALL0 + 1

@@ -373,3 +373,18 @@ def test_security_headers_on_refusals_and_redirects(client: TestClient) -> None:
     ):
         assert response.headers.get("content-security-policy")
         assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_widget_may_be_framed_only_by_configured_sites(tmp_path: Path) -> None:
+    settings = Settings.load(
+        overrides={
+            "database_url": f"sqlite+aiosqlite:///{tmp_path / 'db.sqlite'}",
+            "admin_password": "pw-for-tests",
+            "embed_origins": "https://shop.example, https://help.example",
+        }
+    )
+    with TestClient(create_app(settings)) as client:
+        widget = client.get("/widget").headers["content-security-policy"]
+        console = client.get("/login").headers["content-security-policy"]
+    assert "frame-ancestors 'self' https://shop.example https://help.example" in widget
+    assert "frame-ancestors 'self';" in console or console.endswith("frame-ancestors 'self'")
