@@ -99,6 +99,12 @@ def test_visitor_stops_from_the_popup_and_from_the_chat(contexts, server):
     expect(popup.get_by_role("status")).to_contain_text("You stopped sharing")
 
     go_live(visitor, agent)
+    # The visitor keeps browsing the shop: the share lives on in its own window, and the
+    # reloaded widget shows it with its stop button.
+    visitor.page.reload()
+    expect(visitor.widget.get_by_text("You are sharing your screen")).to_be_visible(timeout=20000)
+    expect(agent.share_status()).to_contain_text("Live")
+    assert_sees_shop(agent)
     visitor.widget.get_by_role("button", name="Stop sharing").click()
     expect(agent.share_status()).to_contain_text("The visitor stopped sharing", timeout=2000)
 
