@@ -13,6 +13,7 @@ Layout produced (web/vendor/ is gitignored)::
     micropython/  micropython.mjs + micropython.wasm (plain variant only)
     pyodide/      the files Pyodide 314 fetches to boot with no packages
     pyscript/core-csp.js   generated entry point: load it instead of core.js (see below)
+    preload.json  generated: what each page should preload (see below)
     manifest.json {relative path: sha256 hex} of every served original file
 
 Every file of at least 1 KiB also gets ``<name>.gz`` (gzip level 9) and, when the ``brotli``
@@ -29,6 +30,20 @@ hooks with ``Function()`` as soon as an interpreter boots, even on pages without
 CSP without ``'unsafe-eval'`` that throws and the page never starts. Coview runs Python on the
 main thread only, so core-csp.js (which re-exports core.js) drops that hook before the
 interpreter boots; PyScript workers would need ``'unsafe-eval'`` and plain core.js.
+
+preload.json: the files a page fetches one after the other while PyScript boots, so that
+the page can ask for them all at once in its <head> (``<link rel="modulepreload">`` for
+modules, ``<link rel="preload" as="fetch" crossorigin>`` for what is fetched; see
+coview_server.pages)::
+
+    {"pyscript": {"modules": [core.js, the chunks it imports statically, the "error"
+                              plugin chunk (imported on every page)], "fetch": []},
+     "micropython": {"modules": ["micropython/micropython.mjs"],
+                     "fetch": ["micropython/micropython.wasm"]},
+     "pyodide": {"modules": [pyodide.mjs, pyodide.asm.mjs],
+                 "fetch": [pyodide.asm.wasm, python_stdlib.zip, pyodide-lock.json]}}
+
+Paths are relative to web/vendor. Chunk names carry content hashes, hence a generated file.
 
 Idempotent: a file whose source size and mtime match the last build is not copied, hashed or
 compressed again, so a second run takes well under a second.
@@ -70,6 +85,14 @@ PYODIDE_FILES = (
     "python_stdlib.zip",
     "pyodide-lock.json",
 )
+PRELOAD_NAME = "preload.json"
+# How each runtime file is requested while booting (recorded with Playwright): import() of a
+# module, or fetch() (WebAssembly.instantiateStreaming, the stdlib zip, the lock file).
+MICROPYTHON_PRELOAD = {"modules": ["micropython.mjs"], "fetch": ["micropython.wasm"]}
+PYODIDE_PRELOAD = {
+    "modules": ["pyodide.mjs", "pyodide.asm.mjs"],
+    "fetch": ["pyodide.asm.wasm", "python_stdlib.zip", "pyodide-lock.json"],
+}
 EDITOR_PREFIX = "codemirror"
 CSP_ENTRY = "pyscript/core-csp.js"
 CSP_ENTRY_JS = b"""\
@@ -83,6 +106,10 @@ hooks.worker.onBeforeRunAsync.clear();
 export * from "./core.js";
 """
 _LOCAL_IMPORT = re.compile(r"""["'`]\./([A-Za-z0-9_.\-]+\.js)["'`]""")
+# Static imports only (``import{a}from"./x.js"``, ``import"./x.js"``), not ``import("./x.js")``.
+_STATIC_IMPORT = re.compile(r"""(?:\bfrom|\bimport)\s*["']\./([A-Za-z0-9_.\-]+\.js)["']""")
+# PyScript's plugin table: ``error:()=>import("./error-HASH.js")``.
+_ERROR_PLUGIN = re.compile(r"""\berror:\(\)=>import\(["']\./(error-[A-Za-z0-9_\-]+\.js)["']\)""")
 
 
 def _load_brotli() -> ModuleType | None:
@@ -120,6 +147,33 @@ def pyscript_files(dist: Path, with_editor: bool) -> list[str]:
     return [n for n in names if n not in excluded]
 
 
+def pyscript_preload(dist: Path) -> list[str]:
+    """core.js, every chunk it imports statically (transitively), and the "error" plugin chunk,
+    which core imports on every page whatever the config says."""
+    order: list[str] = []
+    todo = ["core.js"]
+    while todo:
+        name = todo.pop(0)
+        if name in order or not (dist / name).is_file():
+            continue
+        order.append(name)
+        todo.extend(_STATIC_IMPORT.findall((dist / name).read_text(encoding="utf-8")))
+    for name in list(order):
+        found = _ERROR_PLUGIN.search((dist / name).read_text(encoding="utf-8"))
+        if found and found.group(1) not in order and (dist / found.group(1)).is_file():
+            order.append(found.group(1))
+    return order
+
+
+def preload_json(dist: Path) -> bytes:
+    table = {
+        "pyscript": {"modules": [f"pyscript/{n}" for n in pyscript_preload(dist)], "fetch": []},
+        "micropython": {k: [f"micropython/{n}" for n in v] for k, v in MICROPYTHON_PRELOAD.items()},
+        "pyodide": {k: [f"pyodide/{n}" for n in v] for k, v in PYODIDE_PRELOAD.items()},
+    }
+    return (json.dumps(table, indent=1, sort_keys=True) + "\n").encode()
+
+
 def plan(node_modules: Path, with_editor: bool) -> dict[str, Path | bytes]:
     """Map each destination path (relative to web/vendor, POSIX) to its source file (or to the
     bytes of a generated file)."""
@@ -143,6 +197,12 @@ def plan(node_modules: Path, with_editor: bool) -> dict[str, Path | bytes]:
     if not re.search(r"\bas hooks\b", (dist / "core.js").read_text(encoding="utf-8")):
         raise SystemExit("build_assets: @pyscript/core dist/core.js no longer exports `hooks`")
     out[CSP_ENTRY] = CSP_ENTRY_JS
+    preload = preload_json(dist)
+    out[PRELOAD_NAME] = preload
+    for group in json.loads(preload).values():
+        for rel in group["modules"] + group["fetch"]:
+            if rel not in out:
+                raise SystemExit(f"build_assets: preload.json names {rel}, which is not shipped")
     return out
 
 

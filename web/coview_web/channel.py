@@ -55,7 +55,7 @@ class Channel:
             hello["token"] = self.token
         self.ws.send(P.encode(hello))
         self._live = Liveness(ffi.now_ms() / 1000.0)
-        self._timer = js.window.setInterval(ffi.create_proxy(self._tick), 5000)
+        self._timer = ffi.set_interval(self._tick, 5000)
 
     def _received(self, event):
         now = ffi.now_ms() / 1000.0
@@ -85,7 +85,7 @@ class Channel:
     def _closed(self, event):
         self.is_open = False
         if self._timer is not None:
-            js.window.clearInterval(self._timer)
+            ffi.clear_interval(self._timer)
             self._timer = None
         self._status("closed")
 

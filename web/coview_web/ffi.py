@@ -21,8 +21,11 @@ Differences hidden here (measured with PyScript 0.7.31, MicroPython 1.28, Pyodid
 * ``js.addEventListener`` breaks on MicroPython once an element listener exists; the
   ``js.window`` one works on both.                                    -> ``add_listener``
 * A rejected promise raises ``JsException`` whose shape differs (Pyodide: ``.name`` and
-  ``.message``; MicroPython: ``args == (error, name, message)``), and on Pyodide awaiting a
-  promise rejected with a non-Error value (a string) never returns.       -> ``await_js``
+  ``.message``; MicroPython: ``args == (error, name, message)``).
+                                          -> ``await_js`` raises ``JsError``, ``js_error_text``
+* Pyodide 314 turns a JS promise into a ``PyodideFuture`` as soon as it reaches Python, and
+  such a future never completes if the promise rejects with a non-Error value (a string).
+                                   -> ``call_async`` keeps the promise in JS until it settled
 * On MicroPython a JS exception thrown *synchronously* by a JS call cannot be caught by
   ``try``/``except``: it skips the rest of the running Python code.  -> ``call_async``
 * On MicroPython, once a JS function was called as a method of some object from Python
@@ -53,8 +56,8 @@ if TYPE_CHECKING:
 IS_MICROPYTHON = sys.implementation.name == "micropython"
 INTERPRETER = "micropython" if IS_MICROPYTHON else "pyodide"
 
-# The JS global scope. Read globals from it (``ffi.js.RTCPeerConnection``), not from ``window``.
-js = js
+# ``ffi.js`` (the module imported above) is the JS global scope: read globals from it
+# (``ffi.js.RTCPeerConnection``), not from ``window`` (see the module docstring).
 window = js.window
 document = js.document
 
