@@ -30,7 +30,8 @@ ADMIN_PASSWORD = "e2e-admin-password-1"
 AGENT_EMAIL = "agent@coview.test"
 AGENT_PASSWORD = "e2e-agent-password-1"
 
-BASE_ARGS = [
+#: Flags every Chromium we launch gets: no background traffic, no DNS look-ups at all.
+HYGIENE_ARGS = [
     "--no-sandbox",
     "--disable-gpu",
     "--disable-quic",
@@ -39,6 +40,10 @@ BASE_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+]
+#: Plus real WebRTC on loopback and screen capture of the demo shop tab, picked by title.
+BASE_ARGS = [
+    *HYGIENE_ARGS,
     "--allow-loopback-in-peer-connection",
     f"--auto-select-tab-capture-source-by-title={SHOP_TITLE}",
     "--enable-features=GetDisplayMediaRequiresUserActivation",

@@ -30,22 +30,15 @@ from starlette.websockets import WebSocket
 from coview_server.security import SecurityHeaders
 from coview_server.static import Assets
 
+from .conftest import HYGIENE_ARGS
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
 VENDOR = ROOT / "web" / "vendor"
 PAGES = Path(__file__).resolve().parent / "pages"
 CHROMIUM = "/usr/bin/chromium"
-LAUNCH_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
-]
+LAUNCH_ARGS = HYGIENE_ARGS
 # Records CSP violations in the page; init scripts are not subject to the page's CSP.
 CSP_RECORDER = """
 window.__cspViolations = [];

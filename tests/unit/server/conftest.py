@@ -1,11 +1,46 @@
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from starlette.testclient import TestClient
 
+from coview_server import pages, passwords, store as store_module
+from coview_server.app import create_app
+from coview_server.settings import Settings
 from coview_server.store import Store
+
+ADMIN_EMAIL = "admin@coview.local"
+ADMIN_PASSWORD = "a long enough admin password"
+
+
+def make_settings(tmp_path: Path, **extra: Any) -> Settings:
+    """Settings for an app under TestClient: its own database, no environment leaking in."""
+    overrides = {
+        "database_url": "sqlite+aiosqlite:///" + str(tmp_path / "db.sqlite"),
+        "admin_email": ADMIN_EMAIL,
+        "admin_password": ADMIN_PASSWORD,
+        **extra,
+    }
+    return Settings.load(overrides=overrides, environ={})
+
+
+@pytest.fixture
+def isolated_app(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reset process-wide state an app test could leak, and make password hashing cheap."""
+    # The per-address login throttle is process-wide; every test starts with a clean slate.
+    monkeypatch.setattr(pages, "_limiter", pages.LoginLimiter())
+    # Cheap scrypt (the hash format records its cost, so verification follows suit).
+    monkeypatch.setattr(passwords, "N", 2**10)
+    monkeypatch.setattr(store_module, "_dummy_hash", None)
+
+
+@pytest.fixture
+def client(tmp_path: Path, isolated_app: None) -> Iterator[TestClient]:
+    with TestClient(create_app(make_settings(tmp_path))) as c:
+        yield c
 
 
 @pytest.fixture

@@ -4,49 +4,29 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from starlette.testclient import TestClient
 
-from coview_server import pages, passwords, store as store_module
+from coview_server import pages
 from coview_server.app import create_app
 from coview_server.security import parse_csp
 from coview_server.settings import Settings
 from coview_server.signaling import SESSION_COOKIE
 
-ADMIN_EMAIL = "admin@coview.local"
-ADMIN_PASSWORD = "a long enough admin password"
 GENERIC = "Wrong email or password."
 REPO = Path(__file__).resolve().parents[3]
 WEB = REPO / "web"
 
 
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The per-address login throttle is process-wide; every test starts with a clean slate.
-    monkeypatch.setattr(pages, "_limiter", pages.LoginLimiter())
-    # Cheap scrypt (the hash format records its cost, so verification follows suit).
-    monkeypatch.setattr(passwords, "N", 2**10)
-    monkeypatch.setattr(store_module, "_dummy_hash", None)
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    settings = Settings.load(
-        overrides={
-            "database_url": "sqlite+aiosqlite:///" + str(tmp_path / "db.sqlite"),
-            "admin_email": ADMIN_EMAIL,
-            "admin_password": ADMIN_PASSWORD,
-        },
-        environ={},
-    )
-    with TestClient(create_app(settings)) as c:
-        yield c
+def _isolated(isolated_app: None) -> None:
+    pass
 
 
 class Elements(HTMLParser):

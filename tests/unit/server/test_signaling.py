@@ -12,18 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import ADMIN_EMAIL, ADMIN_PASSWORD, make_settings
 from starlette.testclient import TestClient, WebSocketTestSession
 from starlette.websockets import WebSocketDisconnect
 
 from coview import protocol as P
-from coview_server import pages, passwords, signaling, store as store_module
+from coview_server import signaling
 from coview_server.app import create_app
-from coview_server.settings import Settings
 
 pytestmark = pytest.mark.timeout(30)  # a missing reply would otherwise block forever
 
-ADMIN_EMAIL = "admin@coview.local"
-ADMIN_PASSWORD = "a long enough admin password"
 ORIGIN = {"origin": "http://testserver"}
 DESKTOP_UA = (
     "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
@@ -31,29 +29,9 @@ DESKTOP_UA = (
 )
 
 
-def make_settings(tmp_path: Path, **extra: Any) -> Settings:
-    overrides = {
-        "database_url": "sqlite+aiosqlite:///" + str(tmp_path / "db.sqlite"),
-        "admin_email": ADMIN_EMAIL,
-        "admin_password": ADMIN_PASSWORD,
-        **extra,
-    }
-    return Settings.load(overrides=overrides, environ={})
-
-
 @pytest.fixture(autouse=True)
-def _isolated(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The per-address login throttle is process-wide; every test starts with a clean slate.
-    monkeypatch.setattr(pages, "_limiter", pages.LoginLimiter())
-    # Cheap scrypt (the hash format records its cost, so verification follows suit).
-    monkeypatch.setattr(passwords, "N", 2**10)
-    monkeypatch.setattr(store_module, "_dummy_hash", None)
-
-
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(tmp_path))) as c:
-        yield c
+def _isolated(isolated_app: None) -> None:
+    pass
 
 
 def login(client: TestClient, email: str = ADMIN_EMAIL, password: str = ADMIN_PASSWORD) -> None:
