@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from . import pages, signaling
+from . import pages, signaling, turn
 from .bootstrap import ensure_admin
 from .hub import Hub
 from .security import PathPolicy, SecurityHeaders
@@ -61,15 +61,17 @@ def create_app(settings: Settings) -> Starlette:
                 f"Change it after logging in (coview reset-password).\n\n"
             )
             sys.stdout.flush()
-        hub = Hub(store, settings)
+        hub = Hub(store, settings, ice_servers=turn.ice_servers_for(settings))
         await hub.recover()
         ticker = asyncio.create_task(_tick(hub))
+        turn_check = turn.start_checks(settings)
         try:
             yield {"settings": settings, "store": store, "hub": hub}
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+            await turn.stop_checks(turn_check)
             await hub.shutdown()
             await store.close()
 

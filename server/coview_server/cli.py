@@ -28,6 +28,7 @@ examples:
   coview create-user alice@example.com --name "Alice Agent"
   echo "$PASSWORD" | coview create-user bob@example.com --name Bob --admin --password-stdin
   coview reset-password admin@coview.local
+  COVIEW_TURN_URLS=turn:turn.example.com COVIEW_TURN_SECRETS=$SECRET coview turn-config
 
 Settings come from built-in defaults, then --config FILE.toml, then COVIEW_*
 environment variables (e.g. COVIEW_DATABASE_URL), then command-line options.
@@ -180,6 +181,18 @@ def cmd_reset_password(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_turn_config(args: argparse.Namespace) -> int:
+    from .turn import coturn_config
+
+    settings = _load_settings(args)
+    try:
+        text = coturn_config(settings, realm=args.realm)
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+    sys.stdout.write(text)
+    return 0
+
+
 # --- parser -----------------------------------------------------------------------
 
 
@@ -256,6 +269,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--password-stdin",
         action="store_true",
         help="read the password from the first line of standard input (for scripts)",
+    )
+
+    turn_config = add(
+        "turn-config",
+        cmd_turn_config,
+        "print a coturn configuration matching Coview's TURN settings",
+        "Uses turn_urls and turn_secrets (COVIEW_TURN_URLS, COVIEW_TURN_SECRETS); the "
+        "output contains the secrets: write it to a file only coturn can read, e.g. "
+        "`coview turn-config > /etc/turnserver.conf`. See docs/deploy.md.",
+    )
+    turn_config.add_argument(
+        "--realm", help="coturn realm (default: the host of the first TURN URL)"
     )
     return parser
 

@@ -14,6 +14,14 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .turn import (
+    DEFAULT_CHECK_INTERVAL_S,
+    DEFAULT_TTL_S,
+    check_secret,
+    check_stun_url,
+    parse_turn_url,
+)
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent.parent
 
@@ -32,8 +40,24 @@ class Settings:
     #: Sites allowed to embed the chat widget (``/widget``) in a frame, e.g.
     #: ``https://shop.example``; the server's own pages always may.
     embed_origins: tuple[str, ...] = ()
-    #: Passed to ``RTCPeerConnection`` as ``iceServers`` (TURN credentials: issue 3).
+    #: Static ``RTCPeerConnection`` ``iceServers`` entries, sent as they are (JSON in the
+    #: environment).  STUN and TURN are better set with the settings below.
     ice_servers: tuple[dict[str, Any], ...] = ()
+    #: ``stun:host[:port]`` URLs given to browsers.
+    stun_urls: tuple[str, ...] = ()
+    #: ``turn:host[:port][?transport=tcp]`` and ``turns:host:443`` URLs of a coturn set up
+    #: with ``use-auth-secret`` (``coview turn-config`` prints its configuration).  Every
+    #: connection gets its own short-lived credential for them (see ``coview_server.turn``).
+    turn_urls: tuple[str, ...] = ()
+    #: coturn's ``static-auth-secret`` values, current first: Coview mints with the first;
+    #: list the previous one second while rotating (docs/deploy.md).  Never sent or logged.
+    turn_secrets: tuple[str, ...] = field(default=(), repr=False)
+    #: Lifetime of a TURN credential: a page can make new relays for this long.
+    turn_ttl_s: float = DEFAULT_TTL_S
+    #: Seconds between checks that the TURN servers allocate a relay (0: start-up only).
+    turn_check_interval_s: float = DEFAULT_CHECK_INTERVAL_S
+    #: ``"all"``, or ``"relay"`` to make browsers use TURN only (tests, strict networks).
+    ice_transport_policy: str = "all"
     admin_email: str = "admin@coview.local"
     admin_password: str | None = None
     web_root: Path = field(default_factory=_default_web_root)
@@ -47,6 +71,16 @@ class Settings:
     ws_rate: float = 50.0
     ws_burst: float = 200.0
     log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if self.turn_urls and not self.turn_secrets:
+            raise ValueError("turn_urls needs turn_secrets (coturn's static-auth-secret)")
+        if self.turn_ttl_s <= 0:
+            raise ValueError("turn_ttl_s must be positive")
+        if self.turn_check_interval_s < 0:
+            raise ValueError("turn_check_interval_s cannot be negative")
+        if self.ice_transport_policy not in ("all", "relay"):
+            raise ValueError("ice_transport_policy must be 'all' or 'relay'")
 
     @property
     def vendor_root(self) -> Path:
@@ -95,9 +129,17 @@ def _convert(key: str, value: Any, current: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
             raise ValueError("ice_servers must be a list of objects")
         return tuple(value)
-    if key in ("allowed_origins", "embed_origins"):
+    if key in ("allowed_origins", "embed_origins", "stun_urls", "turn_urls", "turn_secrets"):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"{key} must be a list of strings")
+        if key == "stun_urls":
+            value = [check_stun_url(v) for v in value]
+        elif key == "turn_urls":
+            value = [parse_turn_url(v).text for v in value]
+        elif key == "turn_secrets":
+            value = [check_secret(v) for v in value]
         return tuple(value)
     if isinstance(current, bool):
         if isinstance(value, str):

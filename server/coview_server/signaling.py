@@ -143,6 +143,7 @@ async def _handshake(websocket: WebSocket, hub: Hub, store: Store, settings: Set
         info["share"] = conn.share_id
         info["conversation"] = live.row.conversation_id
         info["agent_name"] = hub._agent_name(live.row.requested_by)
+    info["ice_transport_policy"] = settings.ice_transport_policy
     await _send(
         websocket,
         P.make(

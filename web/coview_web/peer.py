@@ -26,7 +26,7 @@ def _candidate_dict(cand):
 
 class Peer:
     def __init__(self, pc_id, role, ice_servers, send, stream=None, on_track=None,
-                 on_state=None, on_failed=None):
+                 on_state=None, on_failed=None, ice_policy="all"):
         self.id = pc_id
         self.neg = Negotiation(pc_id, role)
         self.send = send
@@ -36,7 +36,10 @@ class Peer:
         self.closed = False
         self._queue = []
         self._pumping = False
-        self.pc = js.RTCPeerConnection.new(ffi.to_js({"iceServers": ice_servers}))
+        config = {"iceServers": ice_servers}
+        if ice_policy == "relay":
+            config["iceTransportPolicy"] = "relay"  # TURN only (welcome.info)
+        self.pc = js.RTCPeerConnection.new(ffi.to_js(config))
         ffi.add_listener(self.pc, "icecandidate", self._on_candidate)
         ffi.add_listener(self.pc, "connectionstatechange", self._on_connection_state)
         ffi.add_listener(self.pc, "track", self._on_track)

@@ -54,6 +54,7 @@ class Console:
         self.watching = {}
         self.counter = 0
         self.ice = []
+        self.ice_policy = "all"
         self.me = {"id": None, "role": "agent"}
         self.channel = Channel("agent", None, self.on_message, self.on_status)
 
@@ -77,6 +78,7 @@ class Console:
 
     def on_welcome(self, msg):
         self.ice = msg["ice_servers"]
+        self.ice_policy = msg["info"].get("ice_transport_policy", "all")
         self.me = msg["info"]["user"]
 
     def on_error(self, msg):
@@ -294,6 +296,7 @@ class Console:
             self.channel.send,
             on_track=on_track,
             on_failed=self._failed(share_id),
+            ice_policy=self.ice_policy,
         )
         info["peer"].start()
 

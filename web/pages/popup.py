@@ -24,6 +24,7 @@ state = {
     "pending": [],
     "ended": False,
     "ice": [],
+    "ice_policy": "all",
 }
 
 _END_WORDS = {
@@ -80,7 +81,8 @@ def end(text):
 
 
 def start_peer(pc_id):
-    peer = Peer(pc_id, "offerer", state["ice"], channel.send, stream=state["stream"])
+    peer = Peer(pc_id, "offerer", state["ice"], channel.send, stream=state["stream"],
+                ice_policy=state["ice_policy"])
     state["peers"][pc_id] = peer
     peer.start()
 
@@ -91,6 +93,7 @@ def on_message(msg):
         info = msg["info"]
         state["share"] = info["share"]
         state["ice"] = msg["ice_servers"]
+        state["ice_policy"] = info.get("ice_transport_policy", "all")
         dom.text(who, info.get("agent_name", "Support") + " from support asks to see your screen.")
         dom.show(explain, True)
         can, reason = media.can_capture()
