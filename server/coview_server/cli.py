@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import getpass
+import logging
 import sys
 from collections.abc import Callable
 from importlib import metadata
@@ -111,6 +112,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     from .app import create_app
 
+    # Our own loggers ("coview.*") print beside uvicorn's, at the same level.
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:    %(name)s: %(message)s"))
+    root = logging.getLogger("coview")
+    root.addHandler(handler)
+    root.setLevel(settings.log_level.upper())
+    root.propagate = False
     uvicorn.run(
         create_app(settings),
         host=settings.host,

@@ -554,8 +554,12 @@ class Hub:
         pc = f"{live.id}.{viewer.id}"
         link = PeerLink(id=pc, offerer=live.sharer, answerer=viewer)
         live.links[pc] = link
-        live.sharer.send(P.make("peer", share=live.id, pc=pc, role=OFFERER))
-        viewer.send(P.make("peer", share=live.id, pc=pc, role=ANSWERER))
+        # Fresh ICE servers with every peer connection: TURN credentials minted at the
+        # handshake may have expired in a console that stayed open all day.
+        for end, role in ((live.sharer, OFFERER), (viewer, ANSWERER)):
+            end.send(
+                P.make("peer", share=live.id, pc=pc, role=role, ice_servers=self.ice_servers(end))
+            )
 
     def _drop_link(self, live: LiveShare, link: PeerLink) -> None:
         live.links.pop(link.id, None)

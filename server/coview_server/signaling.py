@@ -98,7 +98,9 @@ async def endpoint(websocket: WebSocket) -> None:
         conn.close()
         try:
             await asyncio.wait_for(writer, 2.0)
-        except (TimeoutError, asyncio.CancelledError):
+        except TimeoutError:
+            pass  # wait_for cancelled the writer; a cancellation of ours propagates
+        finally:
             writer.cancel()
         await _close(websocket, close_code)  # after the writer flushed the last error
 

@@ -199,7 +199,12 @@ MESSAGES: "dict[str, tuple[str, dict[str, Any]]]" = {
     # WebRTC negotiation, routed by peer-connection id.
     "peer": (
         S2C,
-        {"share": SHARE, "pc": PC, "role": _f(STR, choices=("offerer", "answerer"))},
+        {
+            "share": SHARE,
+            "pc": PC,
+            "role": _f(STR, choices=("offerer", "answerer")),
+            "ice_servers": _f(LIST, required=False, max_len=16),
+        },
     ),
     "peer_gone": (S2C, {"share": SHARE, "pc": PC}),
     "offer": (BOTH, {"pc": PC, "sdp": _f(STR, max_len=60000)}),

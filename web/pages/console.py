@@ -292,7 +292,7 @@ class Console:
         info["peer"] = Peer(
             msg["pc"],
             msg["role"],
-            self.ice,
+            msg.get("ice_servers") or self.ice,
             self.channel.send,
             on_track=on_track,
             on_failed=self._failed(share_id),

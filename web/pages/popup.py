@@ -80,9 +80,12 @@ def end(text):
     dom.text(status, text + " You can close this window.")
 
 
-def start_peer(pc_id):
-    peer = Peer(pc_id, "offerer", state["ice"], channel.send, stream=state["stream"],
-                ice_policy=state["ice_policy"])
+def start_peer(msg):
+    ice = msg.get("ice_servers") or state["ice"]
+    pc_id = msg["pc"]
+    peer = Peer(
+        pc_id, "offerer", ice, channel.send, stream=state["stream"], ice_policy=state["ice_policy"]
+    )
     state["peers"][pc_id] = peer
     peer.start()
 
@@ -105,10 +108,11 @@ def on_message(msg):
         dom.enable(share_button, True)
     elif mtype == "peer":
         if state["stream"] is not None:
-            start_peer(msg["pc"])
+            start_peer(msg)
         else:
-            state["pending"].append(msg["pc"])
+            state["pending"].append(msg)
     elif mtype == "peer_gone":
+        state["pending"] = [m for m in state["pending"] if m["pc"] != msg["pc"]]
         peer = state["peers"].pop(msg["pc"], None)
         if peer is not None:
             peer.close()
@@ -182,8 +186,8 @@ async def on_share(event):
         media.stop_stream(old)
     pending = state["pending"]
     state["pending"] = []
-    for pc_id in pending:
-        start_peer(pc_id)
+    for peer_msg in pending:
+        start_peer(peer_msg)
 
 
 def on_stop(event):

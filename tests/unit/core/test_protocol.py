@@ -105,7 +105,12 @@ EXAMPLES = {
         "path": "direct",
         "note": "The agent stopped viewing.",
     },
-    "peer": {"share": "s-5b1c", "pc": "pc-1", "role": "offerer"},
+    "peer": {
+        "share": "s-5b1c",
+        "pc": "pc-1",
+        "role": "offerer",
+        "ice_servers": [{"urls": ["stun:127.0.0.1:3478"]}],
+    },
     "peer_gone": {"share": "s-5b1c", "pc": "pc-1"},
     "offer": {"pc": "pc-1", "sdp": SDP},
     "answer": {"pc": "pc-1", "sdp": SDP.replace("actpass", "active")},

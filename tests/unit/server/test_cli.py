@@ -14,7 +14,7 @@ import pytest
 from coview_server import cli
 from coview_server.store import AuthError, Store, UserRow
 
-COMMANDS = ("serve", "migrate", "create-user", "reset-password")
+COMMANDS = ("serve", "migrate", "create-user", "reset-password", "turn-config")
 REPO = Path(__file__).resolve().parents[3]
 
 

@@ -922,3 +922,22 @@ async def test_recover_ends_shares_left_open(world: World) -> None:
     untouched = await world.store.get_share(done.id)
     assert untouched is not None and untouched.end_reason == S.DECLINED
     assert untouched.ended_at == WALL0 + 1
+
+
+async def test_each_peer_connection_gets_ice_servers_minted_for_its_end(scene: Scene) -> None:
+    """TURN credentials age: every ``peer`` carries a fresh list for the socket it goes to."""
+    w = scene.w
+    minted: list[str] = []
+
+    def ice_for(conn: Conn) -> list[dict[str, Any]]:
+        minted.append(conn.id)
+        return [{"urls": ["turn:127.0.0.1:3478"], "username": f"u-{len(minted)}"}]
+
+    w.hub.ice_servers = ice_for
+    share, s = await scene.to_live()
+    scene.clear(scene.a, scene.v, s)
+    await w.send(scene.a, "share_watch", share=share)
+    offerer, answerer = _peer(drain(s)), _peer(drain(scene.a))
+    assert minted == [s.id, scene.a.id]
+    assert offerer["ice_servers"][0]["username"] == "u-1"
+    assert answerer["ice_servers"][0]["username"] == "u-2"
