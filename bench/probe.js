@@ -8,6 +8,8 @@
 //   __bench.armFrame()   returns a promise of the epoch ms of the next decoded frame on
 //                        <video id="remote">: the earliest of requestVideoFrameCallback and the
 //                        first "resize"/"loadedmetadata" with videoWidth > 0
+//   __bench.sent / .received   epoch ms of the first WebSocket message of each type since the
+//                        last click on #share / armFrame() (diagnostics)
 (() => {
   if (window.__bench) return;
   const epoch = () => performance.timeOrigin + performance.now();
@@ -40,10 +42,50 @@
 
   document.addEventListener("click", (e) => {
     const t = e.target;
-    if (t && t.closest && t.closest("#share")) B.clickAt = epoch();
+    if (t && t.closest && t.closest("#share")) {
+      B.clickAt = epoch();
+      B.sent = {};
+      B.received = {};
+    }
   }, true);
 
+  // Diagnostics only (milestones in the results' waterfalls, not figures of the table).
+  const mark = (name) => { if (!(name in B.marks)) B.marks[name] = performance.now(); };
+  for (const type of ["mpy", "py"]) {
+    customElements.whenDefined(type + "-script").then(() => mark(type + ":defined"));
+    for (const what of ["ready", "done"]) {
+      document.addEventListener(type + ":" + what, () => mark(type + ":" + what), true);
+    }
+  }
+  // Signaling milestones: epoch ms of the first message of each type sent and received since
+  // the last reset (a click on #share, or armFrame()), to split click-to-first-frame.
+  B.sent = {};
+  B.received = {};
+  const typeOf = (data) => {
+    try { return typeof data === "string" ? JSON.parse(data).type : null; } catch (e) { return null; }
+  };
+  const NativeWebSocket = window.WebSocket;
+  window.WebSocket = class extends NativeWebSocket {
+    constructor(...args) {
+      super(...args);
+      mark("ws:new");
+      this.addEventListener("open", () => mark("ws:open"));
+      this.addEventListener("message", (e) => {
+        mark("ws:first-message");
+        const type = typeOf(e.data);
+        if (type && !(type in B.received)) B.received[type] = epoch();
+      });
+    }
+    send(data) {
+      const type = typeOf(data);
+      if (type && !(type in B.sent)) B.sent[type] = epoch();
+      return super.send(data);
+    }
+  };
+
   B.armFrame = () => {
+    B.sent = {};
+    B.received = {};
     const video = document.getElementById("remote");
     const p = deferred();
     let done = false;

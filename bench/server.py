@@ -9,15 +9,19 @@ addition: requests under ``/bench/`` are answered from ``bench/baseline/`` by Co
 ``Assets`` app, behind the same ``SecurityHeaders`` middleware (so the plain-JS baseline
 pages run under the same CSP as ours).  Everything else, WebSockets and the lifespan
 included, goes to the unmodified Coview app, so the baseline talks to the same ``/ws``.
+It also keeps a log of every HTTP answer (path, status, content coding), which the bench
+reads at ``/_bench/log?since=N`` to count requests and 304 revalidations per page load.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import json
 from pathlib import Path
 
 import uvicorn
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from coview.protocol import MAX_MESSAGE_BYTES
 from coview_server.app import create_app
@@ -27,34 +31,75 @@ from coview_server.static import Assets
 
 BASELINE = Path(__file__).resolve().parent / "baseline"
 PREFIX = "/bench"
+LOG_PATH = "/_bench/log"  # what the server answered: [[path, status, content-encoding], ...]
 
 
 class WithBench:
     """ASGI dispatcher: ``/bench/...`` to the baseline files, the rest to Coview."""
 
-    def __init__(self, coview: object) -> None:
+    def __init__(self, coview: object, latency_ms: float = 0.0) -> None:
         self.coview = coview
         self.bench = SecurityHeaders(Assets(BASELINE, immutable=False))
+        self.log: list[tuple[str, int, str]] = []
+        self.latency_s = latency_ms / 1000.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith(PREFIX + "/"):
-            scope = dict(scope, root_path=scope.get("root_path", "") + PREFIX)
-            await self.bench(scope, receive, send)
+        if scope["type"] in ("http", "websocket") and self.latency_s and path != LOG_PATH:
+            # --latency: one simulated network round trip before each request or WebSocket
+            # is served (no bandwidth limit; loopback has no tc netem here).
+            await asyncio.sleep(self.latency_s)
+        if scope["type"] != "http":
+            await self.coview(scope, receive, send)  # type: ignore[operator]
             return
-        await self.coview(scope, receive, send)  # type: ignore[operator]
+        if path == LOG_PATH:
+            await self._send_log(scope, send)
+            return
+
+        async def logged(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = dict(message.get("headers", []))
+                coding = headers.get(b"content-encoding", b"").decode()
+                self.log.append((path, int(message["status"]), coding))
+            await send(message)
+
+        if path.startswith(PREFIX + "/"):
+            scope = dict(scope, root_path=scope.get("root_path", "") + PREFIX)
+            await self.bench(scope, receive, logged)
+        else:
+            await self.coview(scope, receive, logged)  # type: ignore[operator]
+
+    async def _send_log(self, scope: Scope, send: Send) -> None:
+        query = dict(
+            p.split("=", 1) for p in scope.get("query_string", b"").decode().split("&") if "=" in p
+        )
+        since = int(query.get("since", "0"))
+        body = json.dumps({"next": len(self.log), "entries": self.log[since:]}).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"cache-control", b"no-store"),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--log-level", default="warning")
+    parser.add_argument("--latency", type=float, default=0.0, help="ms added per request")
     args = parser.parse_args()
     # Database, admin and the rest come from COVIEW_* variables, as for `coview serve`.
-    settings = Settings.load(None, {"host": "127.0.0.1", "port": args.port,
-                                    "log_level": args.log_level})
+    settings = Settings.load(
+        None, {"host": "127.0.0.1", "port": args.port, "log_level": args.log_level}
+    )
     uvicorn.run(
-        WithBench(create_app(settings)),
+        WithBench(create_app(settings), args.latency),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

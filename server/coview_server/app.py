@@ -20,7 +20,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from . import pages, signaling, turn
+from . import check, pages, signaling, turn
 from .bootstrap import ensure_admin
 from .hub import Hub
 from .security import PathPolicy, SecurityHeaders
@@ -84,6 +84,8 @@ def create_app(settings: Settings) -> Starlette:
         Route("/demo", pages.demo),
         Route("/widget", pages.widget),
         Route("/popup", pages.popup),
+        Route("/check", check.check_page),
+        Route("/check/ice", check.check_ice),
         Route("/healthz", _health),
         WebSocketRoute("/ws", signaling.endpoint),
         Mount("/vendor", app=Assets(web / "vendor", immutable=True)),

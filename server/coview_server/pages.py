@@ -8,6 +8,7 @@ manifest.
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import time
 from collections import deque
@@ -41,13 +42,18 @@ def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLRe
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def pyscript_config(settings: Settings, interpreter: str, page: str) -> str:
-    """The ``config`` attribute of a page's ``<script type="mpy|py">``."""
+def _app_files(settings: Settings) -> dict[str, str]:
+    """``{URL: path in the interpreter's file system}`` of our browser-side packages."""
     web = settings.web_root
     files: dict[str, str] = {}
     for package in ("coview", "coview_web"):
         for path in sorted((web / package).glob("*.py")):
             files[f"/app/{package}/{path.name}"] = f"{package}/{path.name}"
+    return files
+
+
+def pyscript_config(settings: Settings, interpreter: str, page: str) -> str:
+    """The ``config`` attribute of a page's ``<script type="mpy|py">``."""
     interp = {
         "mpy": "/vendor/micropython/micropython.mjs",
         "py": "/vendor/pyodide/pyodide.mjs",
@@ -55,10 +61,68 @@ def pyscript_config(settings: Settings, interpreter: str, page: str) -> str:
     _ = page
     # Plugins we do not use are switched off: they cost start-up time, and their hooks
     # would need 'unsafe-eval' (core-csp.js is PyScript's build that avoids eval).
-    return json.dumps({"interpreter": interp, "files": files, "plugins": _NO_PLUGINS})
+    return json.dumps(
+        {"interpreter": interp, "files": _app_files(settings), "plugins": _NO_PLUGINS}
+    )
 
 
 _NO_PLUGINS = ["!deprecations-manager", "!donkey", "!py-editor", "!py-game", "!py-terminal"]
+_RUNTIMES = {"mpy": "micropython", "py": "pyodide"}
+
+
+def pyscript_head(settings: Settings, interpreter: str, page: str) -> dict[str, Any]:
+    """What ``_pyscript.html`` adds to a PyScript page's ``<head>``.
+
+    * ``preload_modules`` / ``preload_fetch``: the files PyScript will ask for while it boots,
+      for ``<link rel="modulepreload">`` and ``<link rel="preload" as="fetch" crossorigin>``
+      (``preload_fetch`` holds ``(url, fetchpriority)`` pairs).
+      Unaided, PyScript finds them one step at a time (core.js, its chunk, the plugins, the
+      interpreter module, its wasm, then our files, then the page script): with the links
+      they are all requested as soon as the head is parsed. ``crossorigin`` makes the
+      preload's credentials mode match PyScript's and Emscripten's ``fetch()`` calls, so the
+      preloaded response is the one they get (no second request).
+    * ``other_type`` / ``other_config``: PyScript 0.7 loads the plugins of *both* script types
+      on every page, and only a type that has a config can switch them off; a page has one
+      type of script, so the other type gets a ``<py-config>``/``<mpy-config>`` disabling
+      them too (without it the five plugin chunks are fetched on every page).
+    """
+    table = _preload_table(str(settings.vendor_root / "preload.json"))
+    runtime = table.get(_RUNTIMES[interpreter], {})
+    modules = [*table.get("pyscript", {}).get("modules", []), *runtime.get("modules", [])]
+    # Needed first: PyScript itself, the interpreter, its wasm (high priority, the default).
+    fetches = [(f"/vendor/{rel}", "auto") for rel in runtime.get("fetch", [])]
+    if interpreter == "mpy":
+        # Needed once the interpreter runs, a fraction of a second later on MicroPython: asked
+        # for at low priority, so that they do not hold up the stylesheet and PyScript's
+        # modules (one server, six connections over HTTP/1.1). Not on Pyodide pages: it boots
+        # for seconds before asking for them, and Chromium warns about preloads left unused
+        # for more than a few seconds after the load event.
+        fetches += [(url, "low") for url in _app_files(settings)]
+        fetches.append((f"/app/pages/{page}.py", "low"))
+    other = "py" if interpreter == "mpy" else "mpy"
+    return {
+        "preload_modules": [f"/vendor/{rel}" for rel in modules],
+        "preload_fetch": fetches,
+        "other_type": other,
+        "other_config": json.dumps({"plugins": _NO_PLUGINS}),
+    }
+
+
+def _preload_table(path: str) -> dict[str, dict[str, list[str]]]:
+    """web/vendor/preload.json (written by scripts/build_assets.py); empty if missing."""
+    try:
+        mtime = os.stat(path).st_mtime_ns
+    except OSError:
+        return {}
+    return _read_preload(path, mtime)
+
+
+@lru_cache(maxsize=4)
+def _read_preload(path: str, mtime_ns: int) -> dict[str, dict[str, list[str]]]:
+    _ = mtime_ns  # part of the cache key: a rebuild is picked up
+    with open(path, encoding="utf-8") as f:
+        table: dict[str, dict[str, list[str]]] = json.load(f)
+    return table
 
 
 def _client_ip(request: Request) -> str:
@@ -185,6 +249,7 @@ async def console(request: Request) -> Response:
         user=user,
         csrf=csrf,
         config=pyscript_config(settings, "py", "console"),
+        head=pyscript_head(settings, "py", "console"),
     )
 
 
@@ -194,12 +259,22 @@ async def demo(request: Request) -> Response:
 
 async def widget(request: Request) -> Response:
     settings: Settings = request.state.settings
-    return render(request, "widget.html", config=pyscript_config(settings, "mpy", "widget"))
+    return render(
+        request,
+        "widget.html",
+        config=pyscript_config(settings, "mpy", "widget"),
+        head=pyscript_head(settings, "mpy", "widget"),
+    )
 
 
 async def popup(request: Request) -> Response:
     settings: Settings = request.state.settings
-    return render(request, "popup.html", config=pyscript_config(settings, "mpy", "popup"))
+    return render(
+        request,
+        "popup.html",
+        config=pyscript_config(settings, "mpy", "popup"),
+        head=pyscript_head(settings, "mpy", "popup"),
+    )
 
 
 def template_dir(settings: Settings) -> Path:
