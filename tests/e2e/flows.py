@@ -61,7 +61,7 @@ class Agent:
         self.page.get_by_role("tab", name="Screen sharing").click()
 
     def share_status(self) -> Any:
-        return self.page.locator("#share-state")
+        return self.page.get_by_role("status", name="Screen share status")
 
     def request_share(self) -> None:
         self.share_tab()
