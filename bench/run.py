@@ -31,14 +31,18 @@ from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))  # the bench drives the same server process as the e2e tests
+
+from tests.e2e.conftest import (  # noqa: E402
+    AGENT_EMAIL,
+    AGENT_PASSWORD,
+    Server as E2EServer,
+)
+
 RESULTS = BENCH / "results"
 PROBE = (BENCH / "probe.js").read_text(encoding="utf-8")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
-ADMIN_EMAIL = "admin@bench.test"
-ADMIN_PASSWORD = "bench-admin-password-1"
-AGENT_EMAIL = "agent@bench.test"
-AGENT_PASSWORD = "bench-agent-password-1"
 SESSION_COOKIE = "coview_session"
 WAIT_MS = 30_000  # a page that has not got there by then is broken, not slow
 
@@ -87,90 +91,26 @@ def assert_loopback_only() -> None:
 # --- server -----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
-class Server:
-    tmp: Path
+class Server(E2EServer):
+    """The e2e suite's server process, run through bench/server.py (adds /bench, latency)."""
+
     latency_ms: float = 0.0
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen[bytes] | None = None
 
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            COVIEW_ADMIN_EMAIL=ADMIN_EMAIL,
-            COVIEW_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            COVIEW_DATABASE_URL=f"sqlite+aiosqlite:///{self.tmp / 'coview.db'}",
-        )
-        return env
+    def command(self) -> list[str]:
+        port, latency = str(self.port), str(self.latency_ms)
+        return [sys.executable, str(BENCH / "server.py"), "--port", port, "--latency", latency]
 
     def start(self) -> None:
-        log = open(self.tmp / "server.log", "ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                str(BENCH / "server.py"),
-                "--port",
-                str(self.port),
-                "--latency",
-                str(self.latency_ms),
-            ],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
+        super().start()
+        self.cli(
+            "create-user",
+            AGENT_EMAIL,
+            "--name",
+            "Bench Agent",
+            "--password-stdin",
+            stdin=AGENT_PASSWORD + "\n",
         )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise SystemExit("server exited:\n" + self.log())
-            try:
-                with urllib.request.urlopen(self.url + "/healthz", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.05)  # start-up poll, not a measurement
-        else:
-            raise SystemExit("server did not start:\n" + self.log())
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "coview_server",
-                "create-user",
-                AGENT_EMAIL,
-                "--name",
-                "Bench Agent",
-                "--password-stdin",
-            ],
-            input=(AGENT_PASSWORD + "\n").encode(),
-            env=self.env(),
-            cwd=ROOT,
-            check=True,
-            capture_output=True,
-        )
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-
-    def log(self) -> str:
-        return (self.tmp / "server.log").read_text(errors="replace")[-4000:]
 
     def answers_since(self, mark: int) -> tuple[int, list[list[Any]]]:
         """HTTP answers of the server after ``mark``: (new mark, [[path, status, coding]])."""
@@ -628,7 +568,6 @@ def detail_lines(results: dict[str, Any]) -> list[str]:
 
 def inside(args: argparse.Namespace) -> int:
     assert_loopback_only()
-    sys.path.insert(0, str(ROOT))
     from playwright.sync_api import sync_playwright
 
     from tests.e2e.conftest import BASE_ARGS

@@ -17,13 +17,7 @@ from .settings import Settings
 
 
 async def check_page(request: Request) -> Response:
-    settings: Settings = request.state.settings
-    return pages.render(
-        request,
-        "check.html",
-        config=pages.pyscript_config(settings, "mpy", "check"),
-        head=pages.pyscript_head(settings, "mpy", "check"),
-    )
+    return pages.render_pyscript(request, "check", "mpy")
 
 
 async def check_ice(request: Request) -> Response:

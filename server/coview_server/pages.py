@@ -13,7 +13,6 @@ import secrets
 import time
 from collections import deque
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -33,6 +32,18 @@ LOGIN_MAX_PER_WINDOW = 20
 def _env(root: str) -> Environment:
     return Environment(
         loader=FileSystemLoader(root), autoescape=select_autoescape(["html"]), auto_reload=True
+    )
+
+
+def render_pyscript(request: Request, page: str, interpreter: str, **ctx: Any) -> HTMLResponse:
+    """Render ``<page>.html``, whose script ``web/pages/<page>.py`` runs on ``interpreter``."""
+    settings: Settings = request.state.settings
+    return render(
+        request,
+        page + ".html",
+        config=pyscript_config(settings, interpreter, page),
+        head=pyscript_head(settings, interpreter, page),
+        **ctx,
     )
 
 
@@ -242,15 +253,7 @@ async def console(request: Request) -> Response:
     if found is None:
         return RedirectResponse("/login", status_code=303)
     user, csrf = found
-    settings: Settings = request.state.settings
-    return render(
-        request,
-        "console.html",
-        user=user,
-        csrf=csrf,
-        config=pyscript_config(settings, "py", "console"),
-        head=pyscript_head(settings, "py", "console"),
-    )
+    return render_pyscript(request, "console", "py", user=user, csrf=csrf)
 
 
 async def demo(request: Request) -> Response:
@@ -258,24 +261,8 @@ async def demo(request: Request) -> Response:
 
 
 async def widget(request: Request) -> Response:
-    settings: Settings = request.state.settings
-    return render(
-        request,
-        "widget.html",
-        config=pyscript_config(settings, "mpy", "widget"),
-        head=pyscript_head(settings, "mpy", "widget"),
-    )
+    return render_pyscript(request, "widget", "mpy")
 
 
 async def popup(request: Request) -> Response:
-    settings: Settings = request.state.settings
-    return render(
-        request,
-        "popup.html",
-        config=pyscript_config(settings, "mpy", "popup"),
-        head=pyscript_head(settings, "mpy", "popup"),
-    )
-
-
-def template_dir(settings: Settings) -> Path:
-    return settings.web_root / "templates"
+    return render_pyscript(request, "popup", "mpy")

@@ -100,12 +100,15 @@ class Server:
         )
         return out.stdout.decode()
 
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "coview_server", "serve", "--port", str(self.port)]
+
     def start(self) -> None:
         if not self.port:
             self.port = free_port()
         log = open(self.tmp / "server.log", "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "coview_server", "serve", "--port", str(self.port)],
+            self.command(),
             env=self.env(),
             stdout=log,
             stderr=subprocess.STDOUT,
