@@ -85,6 +85,8 @@ class Server:
             COVIEW_ADMIN_EMAIL=ADMIN_EMAIL,
             COVIEW_ADMIN_PASSWORD=ADMIN_PASSWORD,
             COVIEW_DATABASE_URL=f"sqlite+aiosqlite:///{self.db}",
+            # aioice never gathers on loopback by itself, and loopback is all there is here.
+            COVIEW_RELAY_ADDRESSES="127.0.0.1",
         )
         env.update(self.env_extra)
         return env

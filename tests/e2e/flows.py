@@ -70,9 +70,10 @@ class Agent:
 
     def wait_live(self, timeout: float = 20000) -> None:
         expect(self.share_status()).to_contain_text("Live", timeout=timeout)
+        # Wider than a 2×2 placeholder: an ended track's last "frame" is not the screen.
         self.page.wait_for_function(
             "() => { const v = document.getElementById('remote');"
-            " return v && v.videoWidth > 0 && !v.closest('[hidden]'); }",
+            " return v && v.videoWidth > 16 && !v.closest('[hidden]'); }",
             timeout=timeout,
         )
 
@@ -85,6 +86,7 @@ class Agent:
         result: dict[str, float] = self.page.evaluate(
             """(colours) => {
               const v = document.getElementById('remote');
+              if (!v || !v.videoWidth) return {};  // no frame yet (e.g. a path switch)
               const c = document.createElement('canvas');
               c.width = v.videoWidth; c.height = v.videoHeight;
               const g = c.getContext('2d');
@@ -150,7 +152,86 @@ def assert_sees_shop(agent: Agent) -> None:
     last: dict[str, float] = {}
     for _ in range(40):
         last = agent.colours()
-        if all(share > 0.01 for share in last.values()):
+        if last and all(share > 0.01 for share in last.values()):
             return
         agent.page.wait_for_timeout(250)
     raise AssertionError(f"agent's video lacks the shop colours: {last}")
+
+
+def start_chat_at(
+    visitor_ctx: BrowserContext,
+    visitor_server: Server,
+    agent_ctx: BrowserContext,
+    agent_server: Server,
+) -> tuple[Visitor, Agent, str]:
+    """:func:`start_chat`, with visitor and agent reaching the server at different URLs
+    (``server.url`` of each; e.g. the lab's two sides of the same server)."""
+    visitor = open_shop(visitor_ctx, visitor_server)
+    hello = unique("Hello, I need help")
+    visitor.say(hello)
+    agent = open_console(agent_ctx, agent_server)
+    agent.open_conversation(hello)
+    return visitor, agent, hello
+
+
+def wait_frames_advance(agent: Agent, frames: int = 5, timeout: float = 10000) -> None:
+    """Wait until the agent decoded ``frames`` more frames than now."""
+    agent.page.wait_for_function(
+        "(n) => Number(document.getElementById('stage').dataset.framesDecoded) > n",
+        arg=agent.frames_decoded() + frames,
+        timeout=timeout,
+    )
+
+
+#: Init script that keeps every ``RTCPeerConnection`` a page makes in
+#: ``window.__coviewPeerConnections``, so a test can read its ``getStats()``.
+RECORD_PEER_CONNECTIONS = """(() => {
+  const Base = window.RTCPeerConnection;
+  if (!Base || window.__coviewPeerConnections) return;
+  const made = [];
+  Object.defineProperty(window, '__coviewPeerConnections', { value: made });
+  class Recorded extends Base {
+    constructor(...args) { super(...args); made.push(this); }
+  }
+  window.RTCPeerConnection = Recorded;
+})();"""
+
+
+_SELECTED_PAIRS = """async () => {
+  const fields = ['candidateType', 'protocol', 'relayProtocol', 'address', 'port'];
+  const pick = (c) => Object.fromEntries(fields.map((f) => [f, c ? c[f] : null]));
+  const out = [];
+  for (const pc of window.__coviewPeerConnections || []) {
+    if (pc.connectionState !== 'connected') continue;
+    const stats = await pc.getStats();
+    let pair = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId)
+        pair = stats.get(s.selectedCandidatePairId);
+    });
+    if (pair) out.push({ local: pick(stats.get(pair.localCandidateId)),
+                         remote: pick(stats.get(pair.remoteCandidateId)) });
+  }
+  return out;
+}"""
+
+
+def selected_pairs(page: Page) -> list[dict[str, Any]]:
+    """The selected ICE candidate pair of each connected peer connection of ``page`` (made
+    in a context with :data:`RECORD_PEER_CONNECTIONS`): ``{"local": {...}, "remote": {...}}``
+    with each candidate's ``candidateType``, ``protocol``, ``relayProtocol``, ``address``
+    and ``port`` as ``getStats()`` reports them."""
+    pairs: list[dict[str, Any]] = page.evaluate(_SELECTED_PAIRS)
+    return pairs
+
+
+def wait_selected_pair(page: Page, timeout: float = 10000) -> dict[str, Any]:
+    """The selected candidate pair of the one connected peer connection of ``page``."""
+    handle = page.wait_for_function(
+        f"async () => {{ const p = await ({_SELECTED_PAIRS})(); "
+        "return p.length === 1 ? p[0] : null; }",
+        polling=100,
+        timeout=timeout,
+    )
+    pair: dict[str, Any] = handle.json_value()
+    return pair

@@ -18,14 +18,11 @@ import logging
 import os
 import re
 import secrets
-import shutil
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -36,108 +33,19 @@ from coview_server import turn as T
 from coview_server.settings import Settings
 
 from .conftest import make_server
+from .coturn import UCLIENT, Coturn, free_udp_and_tcp_port, loopback_config, start_coturn
 from .flows import assert_sees_shop, go_live, start_chat
 
-TURNSERVER = shutil.which("turnserver") or "/usr/bin/turnserver"
-UCLIENT = shutil.which("turnutils_uclient") or "/usr/bin/turnutils_uclient"
 SECRET = "e2e-turn-current-" + secrets.token_hex(8)
 OLD_SECRET = "e2e-turn-previous-" + secrets.token_hex(8)
 WRONG_SECRET = "e2e-turn-wrong-" + secrets.token_hex(8)
 REALM = "coview.test"
 
 
-def _free_udp_and_tcp_port() -> int:
-    for _ in range(50):
-        with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            tcp.bind(("127.0.0.1", 0))
-            port = int(tcp.getsockname()[1])
-            try:
-                udp.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
-
-
-@dataclass
-class Coturn:
-    tmp: Path
-    port: int
-    proc: subprocess.Popen[bytes]
-
-    def url(self, transport: str = "udp") -> str:
-        url = f"turn:127.0.0.1:{self.port}"
-        return url + "?transport=tcp" if transport == "tcp" else url
-
-    def log(self) -> str:
-        return (self.tmp / "turnserver.log").read_text(errors="replace")
-
-    def wait_for_log(self, text: str, timeout: float = 5.0) -> str:
-        deadline = time.monotonic() + timeout
-        while True:
-            log = self.log()
-            if text in log or time.monotonic() > deadline:
-                return log
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-def loopback_config(tmp: Path, port: int) -> list[str]:
-    """What only a loopback test server needs, on top of a production-like config."""
-    return [
-        "listening-ip=127.0.0.1",
-        "relay-ip=127.0.0.1",
-        f"listening-port={port}",
-        "allow-loopback-peers",
-        "no-tls",
-        "no-dtls",
-        "no-cli",
-        f"log-file={tmp / 'turnserver.log'}",
-        "simple-log",
-        "verbose",
-        f"userdb={tmp / 'turndb'}",
-        f"pidfile={tmp / 'turnserver.pid'}",
-    ]
-
-
-def start_coturn(tmp: Path, config: list[str], port: int) -> Coturn:
-    conf = tmp / "turnserver.conf"
-    conf.write_text("\n".join(config) + "\n")
-    out = open(tmp / "turnserver.out", "ab")
-    proc = subprocess.Popen([TURNSERVER, "-c", str(conf)], stdout=out, stderr=subprocess.STDOUT)
-    coturn = Coturn(tmp, port, proc)
-    (tmp / "turnserver.log").touch()
-    deadline = time.monotonic() + 15
-    tid = os.urandom(12)
-    binding = T.encode(T.BINDING, T.REQUEST, tid)
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError("turnserver exited:\n" + coturn.log()[-3000:])
-        try:  # ready once it answers a STUN Binding over UDP and accepts TCP
-            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-                udp.settimeout(0.2)
-                udp.sendto(binding, ("127.0.0.1", port))
-                if T.decode(udp.recv(2048)).tid == tid:
-                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                    return coturn
-        except (OSError, T.StunError):
-            time.sleep(0.1)
-    coturn.stop()
-    raise RuntimeError("turnserver did not start:\n" + coturn.log()[-3000:])
-
-
 @pytest.fixture(scope="session")
 def coturn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Coturn]:
     tmp = tmp_path_factory.mktemp("coturn")
-    port = _free_udp_and_tcp_port()
+    port = free_udp_and_tcp_port()
     config = [
         *loopback_config(tmp, port),
         "min-port=40000",
@@ -283,7 +191,7 @@ def test_server_warns_at_start_up_when_coturn_refuses_it(coturn: Coturn, tmp_pat
 
 def test_generated_coturn_config_is_accepted(tmp_path: Path) -> None:
     """`coview turn-config` output runs coturn 4.6 as is, and Coview's check passes on it."""
-    port = _free_udp_and_tcp_port()
+    port = free_udp_and_tcp_port()
     env = {
         "COVIEW_TURN_URLS": f"turn:127.0.0.1:{port},turn:127.0.0.1:{port}?transport=tcp",
         "COVIEW_TURN_SECRETS": f"{SECRET},{OLD_SECRET}",
