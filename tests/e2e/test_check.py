@@ -10,8 +10,11 @@ Elements are found by role and accessible name.
 
 from __future__ import annotations
 
+import json
 import re
 import sqlite3
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,7 @@ LABELS = {
     "stun": "Direct connections (STUN)",
     "turn_udp": "TURN relay over UDP",
     "turn_tcp": "TURN relay over TCP",
+    "relay": "Coview's media relay",
     "capture": "Screen sharing in this browser",
 }
 
@@ -101,12 +105,62 @@ def test_nothing_configured_still_reaches_a_verdict(contexts: Any, server: Serve
     expect(item(page, "stun")).to_contain_text("No STUN server configured.")
     expect(item(page, "turn_udp")).to_contain_text("Not configured")
     expect(item(page, "turn_tcp")).to_contain_text("Not configured")
+    # The relay's test call decodes its moving test picture.
+    expect(item(page, "relay")).to_contain_text(
+        re.compile(r"Passed Received the relay's test picture in \d+ ms\.")
+    )
     expect(item(page, "capture")).to_contain_text("Passed")
-    expect(page.get_by_role("status")).to_contain_text("No STUN or TURN server is configured")
+    expect(page.get_by_role("status")).to_contain_text("Coview's own media relay")
     report = report_text(page)
     for n, check in enumerate(LABELS, 1):
         assert f"{n}. {LABELS[check]}: " in report, report
-    assert "Verdict: No STUN or TURN server is configured" in report
+    assert "Verdict: Direct connections may fail on this network" in report
+
+
+def test_relay_turned_off_is_said_and_judged_without_it(contexts: Any, tmp_path: Path) -> None:
+    server = make_server(tmp_path, COVIEW_MEDIA_RELAY="off")
+    try:
+        page = open_check(contexts, server)
+        expect(item(page, "relay")).to_contain_text("Not configured")
+        expect(item(page, "relay")).to_contain_text("The media relay is turned off")
+        expect(page.get_by_role("status")).to_contain_text("No STUN or TURN server is configured")
+    finally:
+        server.stop()
+
+
+def _post_offer(server: Server, body: bytes, **headers: str) -> tuple[int, str]:
+    request = urllib.request.Request(
+        server.url + "/check/relay", data=body, method="POST", headers=headers
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_the_relay_test_call_refuses_foreign_pages_and_garbage(tmp_path: Path) -> None:
+    server = make_server(tmp_path)
+    try:
+        ok = {"Origin": server.url, "Content-Type": "application/json"}
+        foreign = {"Origin": "http://evil.test", "Content-Type": "application/json"}
+        status, text = _post_offer(server, b'{"sdp": "v=0"}', **foreign)
+        assert status == 403 and "check page" in text
+        assert _post_offer(server, b'{"sdp": "v=0"}', Origin=server.url)[0] == 415
+        assert _post_offer(server, b"not json", **ok)[0] == 400
+        assert _post_offer(server, json.dumps({"sdp": 5}).encode(), **ok)[0] == 400
+        status, text = _post_offer(server, json.dumps({"sdp": "v=0\r\nx"}).encode(), **ok)
+        assert status == 400 and "could not use this offer" in text
+        assert _post_offer(server, b"{" + b" " * (70 * 1024) + b"}", **ok)[0] == 413
+        # Six test calls a minute per address, the refused bodies above included: within
+        # six more, the limit answers, and keeps answering.
+        codes = [_post_offer(server, b"{}", **ok)[0] for _ in range(6)]
+        assert codes[-2:] == [429, 429] and set(codes) == {400, 429}, codes
+        status, text = _post_offer(server, b"{}", **ok)
+        assert status == 429 and "wait a minute" in text
+    finally:
+        server.stop()
+    assert "Traceback" not in server.log()
 
 
 def test_unreachable_servers_fail_within_the_timeout(contexts: Any, tmp_path: Path) -> None:
@@ -124,8 +178,8 @@ def test_unreachable_servers_fail_within_the_timeout(contexts: Any, tmp_path: Pa
         for check in ("stun", "turn_udp", "turn_tcp"):
             expect(item(page, check)).to_contain_text("Failed")
         expect(item(page, "websocket")).to_contain_text("Passed")
-        expect(page.get_by_role("status")).to_contain_text(
-            "Your network blocks everything Coview needs"
-        )
+        # Only Coview's own relay gets the picture through.
+        expect(item(page, "relay")).to_contain_text("Passed")
+        expect(page.get_by_role("status")).to_contain_text("Coview's own media relay")
     finally:
         server.stop()

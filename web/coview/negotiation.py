@@ -47,7 +47,11 @@ class NegotiationError(Exception):
 
 
 class Negotiation:
-    def __init__(self, pc: str, role: str, max_restarts: int = MAX_RESTARTS) -> None:
+    def __init__(
+        self, pc: str, role: str, max_restarts: int = MAX_RESTARTS, report: bool = False
+    ) -> None:
+        """``report``: also send ``peer_status`` when ICE connects and when it gives up, so
+        the server can fall back to its media relay (``docs/protocol.md``, Path selection)."""
         if role not in (OFFERER, ANSWERER):
             raise ValueError("role must be offerer or answerer")
         self.pc = pc
@@ -55,6 +59,7 @@ class Negotiation:
         self.state = NEW
         self.history = [NEW]
         self.max_restarts = max_restarts
+        self.report = report
         self.restarts = 0
         self._sent_description = False
         self._remote_set = False
@@ -143,7 +148,9 @@ class Negotiation:
             return
         if state == "connected":
             self._disconnected_since = None
-            self._go(CONNECTED)
+            if self.state != CONNECTED:
+                self._go(CONNECTED)
+                self._report(CONNECTED)
         elif state == "disconnected":
             if self._disconnected_since is None:
                 self._disconnected_since = now
@@ -185,6 +192,7 @@ class Negotiation:
         if self.restarts >= self.max_restarts:
             self._go(FAILED)
             self._actions.append(("failed", "ice"))
+            self._report(FAILED)
             return
         self.restarts += 1
         self._go(RESTARTING)
@@ -193,6 +201,10 @@ class Negotiation:
             self._actions.append(("create_offer", True))
         elif not requested:
             self._actions.append(("send", {"type": "restart", "pc": self.pc}))
+
+    def _report(self, state: str) -> None:
+        if self.report:
+            self._actions.append(("send", {"type": "peer_status", "pc": self.pc, "state": state}))
 
     def _go(self, state: str) -> None:
         if state != self.state:

@@ -18,16 +18,18 @@ WEBSOCKET = "websocket"
 STUN = "stun"
 TURN_UDP = "turn_udp"
 TURN_TCP = "turn_tcp"
+RELAY = "relay"
 CAPTURE = "capture"
 
 #: The checks, in the order they run.
-CHECKS = (WEBSOCKET, STUN, TURN_UDP, TURN_TCP, CAPTURE)
+CHECKS = (WEBSOCKET, STUN, TURN_UDP, TURN_TCP, RELAY, CAPTURE)
 
 LABELS = {
     WEBSOCKET: "Connection to the Coview server (WebSocket)",
     STUN: "Direct connections (STUN)",
     TURN_UDP: "TURN relay over UDP",
     TURN_TCP: "TURN relay over TCP",
+    RELAY: "Coview's media relay",
     CAPTURE: "Screen sharing in this browser",
 }
 
@@ -39,7 +41,7 @@ STATUS_WORDS = {
     "skip": "Not configured",
 }
 
-NETWORK_CHECKS = (WEBSOCKET, STUN, TURN_UDP, TURN_TCP)
+NETWORK_CHECKS = (WEBSOCKET, STUN, TURN_UDP, TURN_TCP, RELAY)
 
 
 def status_word(status: str) -> str:
@@ -232,6 +234,33 @@ def websocket_outcome(message_text: "str | None", error: "str | None") -> "tuple
     return "fail", "Unexpected answer from the server: " + message_text[:200]
 
 
+def relay_outcome(
+    http_status: "int | None",
+    error: "str | None",
+    frames: float,
+    elapsed_ms: float,
+) -> "tuple[str, str]":
+    """``(status, detail)`` of the relay check: a test call with the server's media relay.
+
+    ``http_status`` is the answer to the offer (None: no answer at all), ``error`` the
+    server's or the browser's words, ``frames`` the test picture's frames decoded before
+    the timeout.
+    """
+    if http_status == 404:
+        return "skip", "The media relay is turned off on this server."
+    if http_status is None or http_status != 200:
+        why = error or "no answer"
+        if http_status is not None:
+            why = "HTTP " + str(http_status) + ": " + why
+        return "fail", "The relay did not answer the test call (" + why + ")."
+    if frames > 0:
+        return "pass", "Received the relay's test picture in " + str(int(elapsed_ms)) + " ms."
+    detail = "No picture from the relay within " + str(int(elapsed_ms)) + " ms"
+    if error:
+        detail += " (" + error + ")"
+    return "fail", detail + ": UDP to the Coview server seems blocked."
+
+
 # --- verdict and report --------------------------------------------------------------------
 
 
@@ -248,7 +277,8 @@ def verdict(results: "dict[str, Any]") -> "dict[str, str]":
     tcp = _status(results, TURN_TCP)
     capture = _status(results, CAPTURE)
     relayed = udp == "pass" or tcp == "pass"
-    media_ok = stun == "pass" or relayed
+    via_server = _status(results, RELAY) == "pass"
+    media_ok = stun == "pass" or relayed or via_server
     failed = [LABELS[c] for c in NETWORK_CHECKS if _status(results, c) == "fail"]
     if ws != "pass":
         level = "bad"
@@ -267,6 +297,12 @@ def verdict(results: "dict[str, Any]") -> "dict[str, str]":
         text = "Direct connections may fail; sharing will go through the TURN relay."
         if udp != "pass":
             text += " Only TCP reaches the relay, so the picture may lag a little."
+    elif via_server:
+        level = "warn"
+        text = (
+            "Direct connections may fail on this network; screen sharing will go through "
+            "Coview's own media relay."
+        )
     elif stun == "fail" and udp == "skip" and tcp == "skip":
         level = "bad"
         text = (

@@ -1,4 +1,4 @@
-"""The network check page (MicroPython): WebSocket, STUN, TURN/UDP, TURN/TCP, capture.
+"""The network check page (MicroPython): WebSocket, STUN, TURN/UDP, TURN/TCP, relay, capture.
 
 Each check runs in turn, shows its result live in the list and ends by its timeout at the
 latest; then the verdict and the report for support. The logic lives in
@@ -12,7 +12,7 @@ import js
 
 from coview import netcheck as N
 from coview.useragent import parse as parse_ua
-from coview_web import dom, ffi, media
+from coview_web import dom, ffi, media, stats
 
 TIMEOUT_MS = 5000.0
 POLL_S = 0.05
@@ -198,6 +198,75 @@ async def fetch_ice():
         return [], ffi.js_error_text(exc)
 
 
+# --- (5) the media relay: a short test call -------------------------------------------
+
+
+async def _frames_decoded(pc):
+    total = 0.0
+    for entry in await stats.snapshot(pc):
+        if entry.get("type") == "inbound-rtp":
+            total += entry.get("framesDecoded", 0.0)
+    return total
+
+
+async def check_relay(ice):
+    """Offer to receive video, POST the offer (all candidates in it) to ``/check/relay``,
+    and wait for the relay's test picture to decode."""
+    started = ffi.monotonic_ms()
+    try:
+        pc = await ffi.new_async(js.RTCPeerConnection, {"iceServers": ice})
+    except Exception as exc:
+        return N.relay_outcome(None, ffi.js_error_text(exc), 0, 0.0)
+    status = None
+    error = None
+    frames = 0.0
+    gathered = {"done": False}
+
+    def on_gathering(event):
+        if str(pc.iceGatheringState) == "complete":
+            gathered["done"] = True
+
+    off = ffi.add_listener(pc, "icegatheringstatechange", on_gathering)
+    try:
+        pc.addTransceiver("video", ffi.to_js({"direction": "recvonly"}))
+        offer = await ffi.call_async(pc, "createOffer")
+        await ffi.call_async(pc, "setLocalDescription", offer)
+        # The relay does not trickle: it needs every candidate in the offer.
+        await wait_until(gathered, TIMEOUT_MS)
+        response = await ffi.call_async(
+            js.window,
+            "fetch",
+            "/check/relay",
+            {
+                "method": "POST",
+                "cache": "no-store",
+                "credentials": "same-origin",
+                "headers": {"Content-Type": "application/json"},
+                "body": json.dumps({"sdp": str(pc.localDescription.sdp)}),
+            },
+        )
+        status = int(response.status)
+        text = str(await ffi.call_async(response, "text"))
+        data = json.loads(text) if text else {}
+        if status != 200:
+            error = str(data.get("error") or "")
+        else:
+            await ffi.call_async(pc, "setRemoteDescription", {"type": "answer", "sdp": data["sdp"]})
+            while ffi.monotonic_ms() - started < 2 * TIMEOUT_MS:
+                frames = await _frames_decoded(pc)
+                if frames > 0:
+                    break
+                await asyncio.sleep(0.2)
+    except Exception as exc:
+        error = ffi.js_error_text(exc)
+    off()
+    try:
+        pc.close()
+    except Exception:
+        pass
+    return N.relay_outcome(status, error, frames, ffi.monotonic_ms() - started)
+
+
 # --- the run -------------------------------------------------------------------------------
 
 
@@ -215,6 +284,10 @@ async def run():
         show(kind, "running")
         status, detail = await gather(kind, N.servers_for(ice, kind))
         show(kind, status, detail)
+
+    show(N.RELAY, "running")
+    status, detail = await check_relay(ice)
+    show(N.RELAY, status, detail)
 
     show(N.CAPTURE, "running")
     can, reason = media.can_capture()

@@ -15,6 +15,13 @@ share_button = dom.by_id("share")
 stop_button = dom.by_id("stop")
 preview_box = dom.by_id("preview-box")
 preview = dom.by_id("preview")
+path_line = dom.by_id("path")
+
+_PATH_WORDS = {
+    "direct": "Connection: direct to the agent.",
+    "turn": "Connection: through the support TURN server.",
+    "relay": "Connection: through the support server's relay.",
+}
 
 state = {
     "share": None,
@@ -121,6 +128,10 @@ def on_message(msg):
         if peer is not None:
             peer.remote(msg)
     elif mtype == "share_state":
+        words = _PATH_WORDS.get(msg.get("path") or "")
+        dom.show(path_line, words is not None and msg["state"] == "live")
+        if words is not None:
+            dom.text(path_line, words)
         if msg["state"] == "ended":
             end(_END_WORDS.get(msg.get("reason") or "", "The screen share ended."))
     elif mtype == "error":

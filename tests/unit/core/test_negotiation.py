@@ -798,3 +798,60 @@ def test_exchange_reports_failure_after_the_restarts_run_out():
 def test_module_has_no_clock_or_io():
     assert not hasattr(negotiation, "time")
     assert not hasattr(negotiation, "asyncio")
+
+
+# -- status reports (the server's cue to fall back to its media relay) -------------------------
+
+
+def status(state):
+    return send({"type": "peer_status", "pc": PC, "state": state})
+
+
+def test_report_connected_once_per_connection_and_again_after_a_restart():
+    n = Negotiation(PC, OFFERER, report=True)
+    n.start()
+    n.local_description("offer", "o-sdp")
+    n.remote_message(answer())
+    n.remote_description_set()
+    n.actions()
+    n.connection_state("connected", 1.0)
+    assert n.actions() == [("state", "connected"), status("connected")]
+    n.connection_state("connected", 1.5)  # browsers repeat states; the report is not repeated
+    assert n.actions() == []
+    n.connection_state("failed", 2.0)
+    n.local_description("offer", "o-sdp-2")
+    n.remote_message(answer("a-sdp-2"))
+    n.remote_description_set()
+    n.actions()
+    n.connection_state("connected", 3.0)
+    assert n.actions() == [("state", "connected"), status("connected")]
+    assert n.history == [
+        "new", "offering", "connecting", "connected", "restarting", "connecting", "connected"
+    ]
+    for msg in (a[1] for a in [status("connected"), status("failed")]):
+        assert protocol.validate(msg, protocol.C2S) == msg
+
+
+def test_report_failed_after_the_last_restart():
+    n = Negotiation(PC, ANSWERER, max_restarts=1, report=True)
+    n.remote_message(offer())
+    n.remote_description_set()
+    n.local_description("answer", "a-sdp")
+    n.actions()
+    n.connection_state("failed", 1.0)
+    assert n.actions() == [("state", "restarting"), send(RESTART)]
+    n.remote_message(offer("o-sdp-2"))
+    n.remote_description_set()
+    n.local_description("answer", "a-sdp-2")
+    n.actions()
+    n.connection_state("failed", 5.0)
+    assert n.actions() == [("state", "failed"), ("failed", "ice"), status("failed")]
+    assert n.history == [
+        "new", "answering", "connecting", "restarting", "answering", "connecting", "failed"
+    ]
+
+
+def test_no_reports_unless_asked():
+    n = connected_offerer()
+    n.connection_state("failed", 1.0)
+    assert all(a[0] != "send" or a[1]["type"] != "peer_status" for a in n.actions())

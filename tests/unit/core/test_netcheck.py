@@ -141,19 +141,46 @@ def results(**statuses):
             "Direct connections may fail; sharing will go through the TURN relay.",
         ),
         ({"stun": "fail", "turn_udp": "fail"}, "warn", "Only TCP"),
-        ({"stun": "skip", "turn_udp": "skip", "turn_tcp": "skip"}, "warn", "No STUN or TURN"),
-        ({"stun": "fail", "turn_udp": "skip", "turn_tcp": "skip"}, "bad", "no TURN relay"),
         (
-            {"stun": "fail", "turn_udp": "fail", "turn_tcp": "fail"},
-            "bad",
-            "Your network blocks everything Coview needs: Direct connections (STUN), "
-            "TURN relay over UDP, TURN relay over TCP.",
+            {"stun": "skip", "turn_udp": "skip", "turn_tcp": "skip", "relay": "skip"},
+            "warn",
+            "No STUN or TURN",
         ),
         (
-            {"websocket": "fail", "stun": "fail", "turn_udp": "fail", "turn_tcp": "fail"},
+            {"stun": "fail", "turn_udp": "skip", "turn_tcp": "skip", "relay": "skip"},
+            "bad",
+            "no TURN relay",
+        ),
+        (
+            {"stun": "fail", "turn_udp": "fail", "turn_tcp": "fail", "relay": "fail"},
+            "bad",
+            "Your network blocks everything Coview needs: Direct connections (STUN), "
+            "TURN relay over UDP, TURN relay over TCP, Coview's media relay.",
+        ),
+        (
+            {
+                "websocket": "fail",
+                "stun": "fail",
+                "turn_udp": "fail",
+                "turn_tcp": "fail",
+                "relay": "fail",
+            },
             "bad",
             "blocks everything Coview needs: Connection to the Coview server (WebSocket),",
         ),
+        # Nothing but Coview's own relay gets through: sharing still works, relayed.
+        (
+            {"stun": "fail", "turn_udp": "fail", "turn_tcp": "fail"},
+            "warn",
+            "screen sharing will go through Coview's own media relay.",
+        ),
+        (
+            {"stun": "skip", "turn_udp": "skip", "turn_tcp": "skip"},
+            "warn",
+            "Coview's own media relay",
+        ),
+        # TURN is preferred in the words when both work (it is what a share tries first).
+        ({"stun": "fail"}, "warn", "through the TURN relay"),
         ({"websocket": "fail"}, "bad", "blocks the connection to the Coview server"),
         ({"capture": "fail"}, "bad", "this browser cannot share its screen"),
         ({"stun": "fail", "capture": "fail"}, "bad", "Also, this browser cannot share"),
@@ -163,6 +190,23 @@ def test_verdict(statuses, level, words):
     v = N.verdict(results(**statuses))
     assert v["level"] == level
     assert words in v["text"]
+
+
+def test_relay_outcome():
+    assert N.relay_outcome(404, "off", 0, 10) == (
+        "skip",
+        "The media relay is turned off on this server.",
+    )
+    status, detail = N.relay_outcome(200, None, 12, 640.4)
+    assert (status, detail) == ("pass", "Received the relay's test picture in 640 ms.")
+    status, detail = N.relay_outcome(200, None, 0, 8000)
+    assert status == "fail" and "No picture from the relay within 8000 ms" in detail
+    assert "UDP to the Coview server seems blocked" in detail
+    status, detail = N.relay_outcome(429, "Too many checks", 0, 5)
+    assert status == "fail" and "HTTP 429: Too many checks" in detail
+    status, detail = N.relay_outcome(None, "TypeError: Failed to fetch", 0, 5)
+    assert status == "fail" and "(TypeError: Failed to fetch)" in detail
+    assert N.relay_outcome(None, None, 0, 5)[1].endswith("(no answer).")
 
 
 def test_report_lists_every_check_with_detail():
