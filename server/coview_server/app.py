@@ -20,9 +20,12 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 
-from . import check, pages, signaling, turn
+from . import admin, check, pages, phone, signaling, turn
 from .bootstrap import ensure_admin
 from .hub import Hub
+from .limits import AddressGate, BodyLimit
+from .relay_bridge import RelayBridge
+from .relay_probe import RelayProbe
 from .security import PathPolicy, SecurityHeaders
 from .settings import Settings
 from .static import Assets
@@ -37,6 +40,9 @@ class State(TypedDict):
     settings: Settings
     store: Store
     hub: Hub
+    ws_gate: AddressGate
+    #: The network check's test calls with the relay; None when the relay is off.
+    relay_probe: RelayProbe | None
 
 
 def _prepare_sqlite_dir(url: str) -> None:
@@ -63,16 +69,32 @@ def create_app(settings: Settings) -> Starlette:
             sys.stdout.flush()
         hub = Hub(store, settings, ice_servers=turn.ice_servers_for(settings))
         await hub.recover()
+        relay = RelayBridge(hub, settings)
+        probe = None
+        if settings.media_relay != "off" and await relay.start():
+            probe = RelayProbe(settings.relay_addresses)
         ticker = asyncio.create_task(_tick(hub))
         turn_check = turn.start_checks(settings)
         try:
-            yield {"settings": settings, "store": store, "hub": hub}
+            gate = AddressGate(
+                settings.ws_address_max, settings.ws_address_rate, settings.ws_address_burst
+            )
+            yield {
+                "settings": settings,
+                "store": store,
+                "hub": hub,
+                "ws_gate": gate,
+                "relay_probe": probe,
+            }
         finally:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
             await turn.stop_checks(turn_check)
             await hub.shutdown()
+            await relay.stop()
+            if probe is not None:
+                await probe.close()
             await store.close()
 
     web = settings.web_root
@@ -81,11 +103,17 @@ def create_app(settings: Settings) -> Starlette:
         Route("/login", pages.login, methods=["GET", "POST"]),
         Route("/logout", pages.logout, methods=["POST"]),
         Route("/console", pages.console),
+        Route("/account", admin.account, methods=["GET", "POST"]),
+        Route("/admin/agents", admin.agents, methods=["GET", "POST"]),
+        Route("/admin/audit", admin.audit),
+        Route("/admin/audit.csv", admin.audit_csv),
         Route("/demo", pages.demo),
         Route("/widget", pages.widget),
         Route("/popup", pages.popup),
+        Route("/share", phone.share_key, methods=["GET", "POST"]),
         Route("/check", check.check_page),
         Route("/check/ice", check.check_ice),
+        Route("/check/relay", check.check_relay, methods=["POST"]),
         Route("/healthz", _health),
         WebSocketRoute("/ws", signaling.endpoint),
         Mount("/vendor", app=Assets(web / "vendor", immutable=True)),
@@ -106,7 +134,8 @@ def create_app(settings: Settings) -> Starlette:
                         frame_ancestors=" ".join(("'self'", *settings.embed_origins))
                     ),
                 },
-            )
+            ),
+            Middleware(BodyLimit),
         ],
         lifespan=lifespan,
     )

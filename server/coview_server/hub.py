@@ -20,6 +20,9 @@ from typing import Any
 from coview import protocol as P, share as S, useragent
 from coview.negotiation import ANSWERER, OFFERER
 
+from . import accounts, keys
+from .keys import KeyClaim, KeyRing, PendingKey
+from .security import AddressLimiter
 from .settings import Settings
 from .store import ConversationRow, MessageRow, ShareRow, Store, StoreError, UserRow
 from .tokens import new_token, token_hash
@@ -52,6 +55,9 @@ class Conn:
         default_factory=lambda: asyncio.Queue(SEND_QUEUE_LIMIT)
     )
     closed: bool = False
+    #: Closed by the server for its account (disabled, password reset): the endpoint
+    #: closes the socket as soon as the last message is out.
+    evicted: bool = False
 
     def send(self, msg: dict[str, Any]) -> None:
         if self.closed:
@@ -83,13 +89,18 @@ class Conn:
 
 @dataclass(eq=False)
 class PeerLink:
-    """One peer connection between the sharer and one viewer."""
+    """One peer connection: sharer to viewer, or through the relay (``via`` relay)."""
 
     id: str
     offerer: Conn
     answerer: Conn
+    via: str = "direct"
     offer_pending: bool = False
     offered: bool = False
+    #: When the first offer went through: the relay fallback deadline counts from here.
+    offered_at: float | None = None
+    #: The answerer reported ICE connected (``peer_status``).
+    connected: bool = False
 
     def other(self, conn: Conn) -> Conn | None:
         if conn is self.offerer:
@@ -112,13 +123,19 @@ class LiveShare:
     token: str | None = None
     #: Viewers who asked to watch before the share window connected.
     pending_viewers: list[Conn] = field(default_factory=list)
+    #: Media goes through the server's relay (policy, or the direct path failed).
+    relayed: bool = False
+    #: A phone share's key, while the caller has not entered it (``coview_server.keys``).
+    key: PendingKey | None = None
+    #: An internal share: the user id of the colleague asked to show their screen.
+    colleague: int | None = None
 
     @property
     def id(self) -> str:
         return self.row.id
 
     def viewers(self) -> list[Conn]:
-        return [link.answerer for link in self.links.values()]
+        return [link.answerer for link in self.links.values() if link.answerer.role != "relay"]
 
 
 class Hub:
@@ -137,6 +154,11 @@ class Hub:
         self.wall = wall
         self.conns: dict[str, Conn] = {}
         self.shares: dict[str, LiveShare] = {}
+        #: The media relay's end of the protocol (``RelayBridge``), when it runs.
+        self.relay: Conn | None = None
+        #: Phone share keys, minted and checked under a secret of this process alone.
+        self.keyring = KeyRing(settings.share_key_digits)
+        self.key_limiter = AddressLimiter(keys.ADDRESS_WINDOW_S, settings.share_key_address_limit)
         self._lock = asyncio.Lock()
 
     # -- connection life ----------------------------------------------------------------
@@ -175,10 +197,13 @@ class Hub:
         async with self._lock:
             self.conns[conn.id] = conn
             if conn.role == "agent":
+                await self._send_permissions(conn)
                 await self._send_conversations(conn)
                 for live in self.shares.values():
                     if conn.user is not None and live.row.requested_by == conn.user.id:
                         conn.send(self._state_msg(live))
+                    elif conn.user is not None and live.colleague == conn.user.id:
+                        self._send_invite_or_state(conn, live)
             elif conn.role == "visitor" and conn.visitor_id is not None:
                 await self._visitor_joined(conn)
             elif conn.role == "sharer":
@@ -216,6 +241,15 @@ class Hub:
             for live in list(self.shares.values()):
                 live.session.tick(now)
                 await self._apply(live, ended_by="timeout")
+            limit = self.settings.relay_fallback_s
+            for live in list(self.shares.values()):
+                if live.relayed:
+                    continue
+                for link in live.links.values():
+                    started = link.offered_at
+                    if started is not None and not link.connected and now - started >= limit:
+                        await self._fall_back(live, f"no media within {limit:.0f} s")
+                        break
 
     async def shutdown(self) -> None:
         async with self._lock:
@@ -288,7 +322,10 @@ class Hub:
         await self._deliver_chat(conv, row, echo_only=None if created else conn)
 
     async def _on_share_answer(self, conn: Conn, msg: dict[str, Any]) -> None:
-        live = self._share_for_visitor(conn, msg["share"])
+        if conn.role == "agent":
+            live = self._share_for_colleague(conn, msg["share"])
+        else:
+            live = self._share_for_visitor(conn, msg["share"])
         now = self.clock()
         if msg["type"] == "share_accept":
             if live.session.state in (S.ACCEPTED, S.WAITING, S.LIVE):
@@ -351,6 +388,7 @@ class Hub:
 
     async def _on_share_request(self, conn: Conn, msg: dict[str, Any]) -> None:
         user = self._user(conn)
+        await self._require_share_permission(user)
         conv = await self._conversation_for(user, msg["conversation"], taking=True)
         if conv.agent_id != user.id:
             raise HubError(P.FORBIDDEN, "take the conversation before requesting a share")
@@ -368,20 +406,7 @@ class Hub:
             if live.row.conversation_id == conv.id:
                 raise HubError(P.CONFLICT, "a screen share is already in progress")
         token = new_token()
-        now = self.clock()
-        ttl = self.settings.share_request_timeout_s + self.settings.share_open_timeout_s
-        row = await self.store.create_share(
-            conv.id, user.id, token_hash(token), self.wall() + ttl, S.REQUESTED, now=self.wall()
-        )
-        session = S.ShareSession(
-            now,
-            request_timeout=self.settings.share_request_timeout_s,
-            open_timeout=self.settings.share_open_timeout_s,
-            pick_timeout=self.settings.share_pick_timeout_s,
-        )
-        session.actions()
-        live = LiveShare(row=row, session=session, visitor_id=conv.visitor_id, token=token)
-        self.shares[row.id] = live
+        live = await self._new_share(conv, user, self.settings.share_request_timeout_s, token)
         sys_row, _ = await self.store.add_message(
             conv.id, "system", f"{user.display_name} asked to see your screen", now=self.wall()
         )
@@ -392,6 +417,37 @@ class Hub:
         for c in self._share_audience(live):
             if c.role != "visitor":  # visitors got theirs with the invite
                 c.send(state)
+
+    async def _new_share(
+        self, conv: ConversationRow, user: UserRow, request_timeout: float, token: str | None
+    ) -> LiveShare:
+        """A share in state ``requested``: every share starts here, whoever it is for.
+
+        ``token`` is the popup's, minted with a chat visitor's invitation; a phone share
+        gets its token only when the caller enters the key, so it passes None.
+        """
+        now = self.clock()
+        hashed, expires = None, None
+        if token is not None:
+            hashed = token_hash(token)
+            expires = self.wall() + request_timeout + self.settings.share_open_timeout_s
+        row = await self.store.create_share(
+            conv.id, user.id, hashed, expires, S.REQUESTED, now=self.wall()
+        )
+        session = S.ShareSession(
+            now,
+            request_timeout=request_timeout,
+            open_timeout=self.settings.share_open_timeout_s,
+            pick_timeout=self.settings.share_pick_timeout_s,
+        )
+        session.actions()
+        live = LiveShare(row=row, session=session, visitor_id=conv.visitor_id, token=token)
+        if self.settings.media_relay == "always" and self.relay is not None:
+            live.relayed = True  # audit or recording wants every byte through the server
+            live.path = "relay"
+            live.row = await self.store.update_share(row.id, path="relay")
+        self.shares[row.id] = live
+        return live
 
     async def _on_share_watch(self, conn: Conn, msg: dict[str, Any]) -> None:
         live = self._share_for_agent(conn, msg["share"])
@@ -406,6 +462,8 @@ class Hub:
 
     async def _on_share_path(self, conn: Conn, msg: dict[str, Any]) -> None:
         live = self._share_for_agent(conn, msg["share"])
+        if live.relayed:
+            return  # the viewer sees a direct path to the relay; the server knows better
         if live.path != msg["path"]:
             live.path = msg["path"]
             await self.store.update_share(live.id, path=msg["path"])
@@ -463,6 +521,8 @@ class Hub:
         elif conn.role == "visitor":
             self._share_for_visitor(conn, msg["share"])
             by_sharer = True
+        elif conn.user is not None and live.colleague == conn.user.id:
+            by_sharer = True  # the colleague who shows their screen, from their console
         else:
             self._share_for_agent(conn, msg["share"])
             by_sharer = False
@@ -471,13 +531,7 @@ class Hub:
         await self._apply(live, ended_by="visitor" if by_sharer else "agent")
 
     async def _on_negotiation(self, conn: Conn, msg: dict[str, Any]) -> None:
-        link = None
-        for live in self.shares.values():
-            link = live.links.get(msg["pc"])
-            if link is not None:
-                break
-        if link is None:
-            raise HubError(P.NOT_FOUND, "no such peer connection")
+        _, link = self._find_link(msg["pc"])
         other = link.other(conn)
         if other is None:
             raise HubError(P.FORBIDDEN, "this peer connection is not yours")
@@ -487,6 +541,8 @@ class Hub:
                 raise HubError(P.OUT_OF_ORDER, "only the offerer may send an offer")
             link.offer_pending = True
             link.offered = True
+            if link.offered_at is None:
+                link.offered_at = self.clock()
         elif mtype == "answer":
             if conn is not link.answerer or not link.offer_pending:
                 raise HubError(P.OUT_OF_ORDER, "an answer needs a pending offer")
@@ -495,6 +551,262 @@ class Hub:
             if conn is link.answerer:
                 raise HubError(P.OUT_OF_ORDER, "candidates before any offer")
         other.send(msg)
+
+    # phone callers ---------------------------------------------------------------------
+
+    async def _on_phone_share_start(self, conn: Conn, msg: dict[str, Any]) -> None:
+        """A share for a caller on the phone: an ordinary share that waits for a key."""
+        user = self._user(conn)
+        await self._require_share_permission(user)
+        if msg.get("conversation") is None:
+            _caller, conv = await self.store.create_phone_conversation(user.id, now=self.wall())
+            await self._broadcast_conversation(conv)
+        else:
+            conv = await self._conversation_for(user, msg["conversation"])
+            if conv.channel != "phone":
+                raise HubError(P.NOT_FOUND, "no such phone conversation (ask a chat visitor)")
+            if conv.agent_id != user.id:
+                raise HubError(P.FORBIDDEN, "this phone conversation belongs to another agent")
+            if any(live.row.conversation_id == conv.id for live in self.shares.values()):
+                raise HubError(P.CONFLICT, "a screen share is already in progress")
+        key = self._fresh_key()
+        ttl = self.settings.share_key_ttl_s
+        live = await self._new_share(conv, user, ttl, token=None)
+        live.key = PendingKey(self.keyring.digest(key), self.clock() + ttl)
+        await self.store.create_share_key(
+            live.id, live.key.digest, self.wall() + ttl, now=self.wall()
+        )
+        sys_row, _ = await self.store.add_message(
+            conv.id,
+            "system",
+            f"{user.display_name} gave the caller a screen share key, "
+            f"valid for {keys.duration(ttl)}.",
+            now=self.wall(),
+        )
+        await self._deliver_chat(conv, sys_row)
+        # To this socket only: the key is read aloud from here, and never sent again.
+        conn.send(
+            P.make("phone_share_key", share=live.id, conversation=conv.id, key=key, expires_in=ttl)
+        )
+        self._broadcast_state(live)
+
+    def _fresh_key(self) -> str:
+        """A key whose digest no waiting key has, so a typed key opens at most one share."""
+        now = self.clock()
+        taken = {
+            live.key.digest
+            for live in self.shares.values()
+            if live.key is not None and live.key.usable(now)
+        }
+        for _ in range(100):
+            key = self.keyring.mint()
+            if self.keyring.digest(key) not in taken:
+                return key
+        raise HubError(P.CONFLICT, "too many phone shares wait for their key; try again shortly")
+
+    async def claim_key(
+        self, key: str, address: str, proof: str | None = None, user_agent: str = ""
+    ) -> KeyClaim:
+        """A caller typed ``key`` (normalised digits) at ``/share`` from ``address``.
+
+        ``proof`` is the cookie of a browser that spent a key before (see
+        :mod:`coview_server.keys` for the rules and what the page may say).
+        """
+        async with self._lock:
+            now = self.clock()
+            if not self.key_limiter.allow(address, now):
+                return KeyClaim(keys.RATE_LIMITED)
+            waiting: list[tuple[LiveShare, PendingKey]] = []
+            for live in self.shares.values():
+                if live.key is not None and live.session.state == S.REQUESTED:
+                    waiting.append((live, live.key))
+            found = keys.match(self.keyring, key, waiting, now)
+            if found is not None:
+                return await self._key_entered(found, key, now, user_agent)
+            if proof and KeyRing.same(proof, self.keyring.proof(key)):
+                return KeyClaim(keys.USED_HERE)  # the caller who spent it, again: no guess
+            for live, pending in waiting:
+                if pending.usable(now):
+                    await self._wrong_key(live, pending, now)
+            return KeyClaim(keys.WRONG)
+
+    async def _key_entered(
+        self, live: LiveShare, key: str, now: float, user_agent: str
+    ) -> KeyClaim:
+        assert live.key is not None
+        live.key.used = True
+        wall = self.wall()
+        await self.store.update_share_key(live.id, used_at=wall)
+        # The same single-use popup token as a chat visitor's, minted now, for the open timeout.
+        token = new_token()
+        live.row = await self.store.update_share(
+            live.id,
+            token_hash=token_hash(token),
+            token_expires_at=wall + self.settings.share_open_timeout_s,
+        )
+        if user_agent:
+            await self._caller_browser(live.visitor_id, user_agent)
+        live.note = "The caller entered the key."
+        self._step(lambda: live.session.accept(now))
+        await self._apply(live, ended_by="visitor")
+        conv = await self.store.get_conversation(live.row.conversation_id)
+        if conv is not None:
+            sys_row, _ = await self.store.add_message(conv.id, "system", live.note, now=wall)
+            await self._deliver_chat(conv, sys_row)
+        return KeyClaim(
+            keys.OK,
+            share=live.id,
+            popup_url=f"/popup#share={live.id}&t={token}",
+            proof=self.keyring.proof(key),
+        )
+
+    async def _wrong_key(self, live: LiveShare, pending: PendingKey, now: float) -> None:
+        locked = pending.count_wrong()
+        await self.store.update_share_key(
+            live.id, wrong_attempts=pending.wrong, locked_at=self.wall() if locked else None
+        )
+        if locked:
+            live.note = f"The key was locked after {keys.MAX_WRONG} wrong attempts."
+            await self._end(live, S.KEY_LOCKED, "server", now)
+            return
+        live.note = (
+            f"Wrong keys entered so far: {pending.wrong} (the key locks at {keys.MAX_WRONG})."
+        )
+        self._broadcast_state(live)
+
+    async def _caller_browser(self, visitor_id: str, user_agent: str) -> None:
+        """What the caller's browser says of itself, for the agent's visitor record."""
+        ua = user_agent[:1024]
+        info = useragent.parse(ua)
+        can_share, reason = useragent.share_verdict(ua, True)
+        await self.store.update_visitor(
+            visitor_id,
+            user_agent=ua,
+            browser=info["browser"],
+            os=info["os"],
+            can_share=can_share,
+            share_reason=reason,
+            current_page="/share",
+            now=self.wall(),
+        )
+        await self._push_visitor_record(visitor_id)
+
+    async def _on_transfer(self, conn: Conn, msg: dict[str, Any]) -> None:
+        """Hand a conversation to a colleague: from then on it is theirs, not ours."""
+        user = self._user(conn)
+        conv = await self._conversation_for(user, msg["conversation"])
+        if conv.status != "open" or conv.agent_id is None:
+            raise HubError(P.OUT_OF_ORDER, "take the conversation before transferring it")
+        if conv.agent_id != user.id and not user.is_admin:
+            raise HubError(P.FORBIDDEN, "this conversation belongs to another agent")
+        target = await self.store.get_user(msg["agent"])
+        if target is None or target.disabled:
+            raise HubError(P.NOT_FOUND, "no such colleague")
+        if target.id == conv.agent_id:
+            raise HubError(P.CONFLICT, f"the conversation is already {target.display_name}'s")
+        if any(live.row.conversation_id == conv.id for live in self.shares.values()):
+            raise HubError(P.CONFLICT, "stop the screen share before transferring")
+        try:
+            conv = await self.store.transfer_conversation(
+                conv.id, conv.agent_id, target.id, now=self.wall()
+            )
+        except StoreError as exc:
+            raise HubError(P.CONFLICT, "the conversation changed hands meanwhile") from exc
+        row, _ = await self.store.add_message(
+            conv.id,
+            "system",
+            f"{user.display_name} transferred the conversation to {target.display_name}",
+            now=self.wall(),
+        )
+        await self._deliver_chat(conv, row)
+        # Everyone but the new holder and the admins gets the bare item, and drops it.
+        await self._broadcast_conversation(conv, was_waiting=True)
+
+    # colleagues --------------------------------------------------------------------------
+
+    async def _on_colleague_share_request(self, conn: Conn, msg: dict[str, Any]) -> None:
+        """An internal share: the same share machine and popup, with a colleague's screen.
+
+        The asking agent holds a conversation of channel ``internal``; the colleague's
+        consoles get the ``share_invite`` a visitor's widget would, and answer it.
+        """
+        user = self._user(conn)
+        await self._require_share_permission(user)
+        target = await self.store.get_user(msg["agent"])
+        if target is None or target.disabled:
+            raise HubError(P.NOT_FOUND, "no such colleague")
+        if target.id == user.id:
+            raise HubError(P.FORBIDDEN, "you cannot ask yourself to share your screen")
+        if not self.agent_conns(target.id):
+            raise HubError(P.CONFLICT, f"{target.display_name} is not signed in right now")
+        for live in self.shares.values():
+            if live.row.requested_by == user.id and live.colleague == target.id:
+                raise HubError(P.CONFLICT, f"you already asked {target.display_name}")
+        conv = await self.store.create_internal_conversation(user.id, target.id, now=self.wall())
+        await self._broadcast_conversation(conv)
+        token = new_token()
+        live = await self._new_share(conv, user, self.settings.share_request_timeout_s, token)
+        live.colleague = target.id
+        sys_row, _ = await self.store.add_message(
+            conv.id,
+            "system",
+            f"{user.display_name} asked {target.display_name} to share their screen",
+            now=self.wall(),
+        )
+        await self._deliver_chat(conv, sys_row)
+        for c in self.agent_conns(target.id):
+            self._send_invite_or_state(c, live)
+        state = self._state_msg(live)
+        for c in self._share_audience(live):
+            if c.user is None or c.user.id != target.id:
+                c.send(state)
+
+    # accounts --------------------------------------------------------------------------
+
+    async def _require_share_permission(self, user: UserRow) -> None:
+        refusal = await accounts.share_refusal(self.store, user.id)
+        if refusal is not None:
+            raise HubError(P.FORBIDDEN, refusal)
+
+    async def _send_permissions(self, conn: Conn) -> None:
+        refusal = await accounts.share_refusal(self.store, self._user(conn).id)
+        conn.send(P.make("permissions", screen_share=refusal is None, reason=refusal))
+
+    async def push_permissions(self, user_id: int | None) -> None:
+        """An admin changed a permission (of one agent, or company-wide for None)."""
+        async with self._lock:
+            for conn in self.agent_conns(user_id):
+                await self._send_permissions(conn)
+
+    async def disconnect_user(self, user_id: int, text: str) -> None:
+        """Sign an account out of every socket at once, ending the shares it holds.
+
+        Its auth sessions are already gone (the store deletes them), so the consoles
+        cannot reconnect; here the open sockets are told why and closed.
+        """
+        async with self._lock:
+            gone = self.agent_conns(user_id)
+            now = self.clock()
+            # Shares end first, while the consoles still listen: they see why it ended.
+            for live in list(self.shares.values()):
+                if live.row.requested_by == user_id:
+                    await self._end(live, S.REQUESTER_LEFT, "admin", now)
+                elif live.colleague == user_id:  # their own screen, shown to a colleague
+                    await self._end(live, S.SHARER_LEFT, "admin", now)
+            for live in list(self.shares.values()):
+                live.pending_viewers = [c for c in live.pending_viewers if c not in gone]
+                was_viewer = False
+                for link in list(live.links.values()):
+                    if link.answerer in gone:
+                        self._drop_link(live, link)
+                        was_viewer = True
+                if was_viewer and live.session.state == S.LIVE and not live.links:
+                    await self._end(live, S.VIEWER_LEFT, "admin", now)
+            for conn in gone:
+                conn.send(P.error(P.UNAUTHORIZED, text, fatal=True))
+                conn.evicted = True
+                self.conns.pop(conn.id, None)
+                conn.close()
 
     # -- helpers ------------------------------------------------------------------------
 
@@ -524,6 +836,14 @@ class Hub:
             raise HubError(P.FORBIDDEN, "this screen share belongs to another agent")
         return live
 
+    def _share_for_colleague(self, conn: Conn, share_id: str) -> LiveShare:
+        live = self.shares.get(share_id)
+        if live is None or live.colleague is None or live.colleague != self._user(conn).id:
+            # An agent answers only a colleague's request made to them; to anyone else this
+            # is a visitor's message.
+            raise HubError(P.FORBIDDEN, "only the colleague asked may answer a share request")
+        return live
+
     def _share_for_visitor(self, conn: Conn, share_id: str) -> LiveShare:
         live = self.shares.get(share_id)
         if live is None or live.visitor_id != conn.visitor_id:
@@ -550,16 +870,77 @@ class Hub:
             raise HubError(exc.code, exc.text) from exc
 
     def _link(self, live: LiveShare, viewer: Conn) -> None:
+        """Connect a viewer: straight to the sharer, or through the relay."""
         assert live.sharer is not None
-        pc = f"{live.id}.{viewer.id}"
-        link = PeerLink(id=pc, offerer=live.sharer, answerer=viewer)
-        live.links[pc] = link
+        if not live.relayed:
+            self._open_link(live, f"{live.id}.{viewer.id}", live.sharer, viewer, "direct")
+            return
+        relay = self.relay
+        assert relay is not None
+        uplink = f"{live.id}.up"
+        if uplink not in live.links:
+            self._open_link(live, uplink, live.sharer, relay, "relay")
+        self._open_link(live, f"{live.id}.{viewer.id}.down", relay, viewer, "relay")
+
+    def _open_link(self, live: LiveShare, pc: str, offerer: Conn, answerer: Conn, via: str) -> None:
+        live.links[pc] = PeerLink(id=pc, offerer=offerer, answerer=answerer, via=via)
         # Fresh ICE servers with every peer connection: TURN credentials minted at the
         # handshake may have expired in a console that stayed open all day.
-        for end, role in ((live.sharer, OFFERER), (viewer, ANSWERER)):
-            end.send(
-                P.make("peer", share=live.id, pc=pc, role=role, ice_servers=self.ice_servers(end))
-            )
+        for end, role in ((offerer, OFFERER), (answerer, ANSWERER)):
+            fields: dict[str, Any] = {"ice_servers": self._ice_for(end)}
+            if via == "relay":
+                fields["via"] = via
+            end.send(P.make("peer", share=live.id, pc=pc, role=role, **fields))
+
+    def _ice_for(self, end: Conn) -> list[dict[str, Any]]:
+        if end.role == "relay":  # the relay is the reachable end: STUN at most, never TURN
+            stun = list(self.settings.stun_urls)
+            return [{"urls": stun}] if stun else []
+        return self.ice_servers(end)
+
+    async def _fall_back(self, live: LiveShare, why: str) -> None:
+        """The direct path failed: carry the share through the relay, or say it cannot."""
+        if live.relayed:
+            return
+        if self.relay is None or self.settings.media_relay == "off":
+            note = "The direct media connection failed and no relay is available."
+            if live.note != note:
+                log.warning("share %s: direct path failed (%s); relay is off", live.id, why)
+                live.note = note
+                self._broadcast_state(live)
+            return
+        log.info("share %s: falling back to the media relay (%s)", live.id, why)
+        live.relayed = True
+        live.path = "relay"
+        viewers = live.viewers()
+        for link in list(live.links.values()):
+            self._drop_link(live, link)
+        await self.store.update_share(live.id, path="relay")
+        if live.sharer is not None:
+            for viewer in viewers:
+                self._link(live, viewer)
+        self._broadcast_state(live)
+
+    async def _on_peer_status(self, conn: Conn, msg: dict[str, Any]) -> None:
+        live, link = self._find_link(msg["pc"])
+        if link.other(conn) is None:
+            raise HubError(P.FORBIDDEN, "this peer connection is not yours")
+        if msg["state"] == "connected":
+            if conn is link.answerer:
+                link.connected = True
+            return
+        if link.via == "direct":
+            await self._fall_back(live, f"{conn.role} reported failure")
+        else:
+            live.note = "The media connection failed, even through the server's relay."
+            self._broadcast_state(live)
+
+    def _find_link(self, pc: str) -> tuple[LiveShare, PeerLink]:
+        for live in self.shares.values():
+            link = live.links.get(pc)
+            if link is not None:
+                return live, link
+        raise HubError(P.NOT_FOUND, "no such peer connection")
 
     def _drop_link(self, live: LiveShare, link: PeerLink) -> None:
         live.links.pop(link.id, None)
@@ -588,7 +969,7 @@ class Hub:
             self.shares.pop(live.id, None)
             conv = await self.store.get_conversation(live.row.conversation_id)
             if conv is not None:
-                text = _END_TEXT.get(live.session.reason or "", "The screen share ended.")
+                text = _end_text(live)
                 row, _ = await self.store.add_message(conv.id, "system", text, now=now)
                 await self._deliver_chat(conv, row)
 
@@ -606,12 +987,16 @@ class Hub:
             surface=live.session.surface,
             path=live.path,
             note=live.note,
+            colleague=live.colleague,
         )
 
     def _share_audience(self, live: LiveShare) -> list[Conn]:
         seen: dict[str, Conn] = {}
         for c in self.visitor_conns(live.visitor_id) + self.agent_conns(live.row.requested_by):
             seen[c.id] = c
+        if live.colleague is not None:
+            for c in self.agent_conns(live.colleague):
+                seen[c.id] = c
         for c in live.viewers():
             seen[c.id] = c
         if live.sharer is not None:
@@ -692,16 +1077,21 @@ class Hub:
             agent = await self.store.get_user(conv.agent_id)
             agent_name = agent.display_name if agent else None
         last = msgs[-1].text[:140] if msgs else ""
+        label = _visitor_label(visitor.browser if visitor else None, conv.visitor_id, conv.channel)
+        if conv.channel == "internal":
+            colleague = await self.store.get_user(conv.colleague_id or 0)
+            label = "Colleague " + (colleague.display_name if colleague else "(deleted)")
         return {
             "id": conv.id,
             "status": conv.status,
             "visitor": conv.visitor_id,
-            "visitor_label": _visitor_label(visitor.browser if visitor else None, conv.visitor_id),
+            "visitor_label": label,
             "agent_id": conv.agent_id,
             "agent_name": agent_name,
             "updated_at": conv.updated_at,
             "last_text": last,
             "online": bool(self.visitor_conns(conv.visitor_id)),
+            "channel": conv.channel,
         }
 
     async def _broadcast_conversation(
@@ -763,8 +1153,17 @@ class Hub:
     _handlers: dict[tuple[str, str], Callable[[Hub, Conn, dict[str, Any]], Any]] = {}
 
 
-def _visitor_label(browser: str | None, visitor_id: str) -> str:
-    return f"Visitor {visitor_id[:6]}" + (f" · {browser}" if browser else "")
+def _visitor_label(browser: str | None, visitor_id: str, channel: str = "chat") -> str:
+    who = "Phone caller" if channel == "phone" else "Visitor"
+    return f"{who} {visitor_id[:6]}" + (f" · {browser}" if browser else "")
+
+
+def _end_text(live: LiveShare) -> str:
+    """The system chat message recording why a share ended."""
+    reason = live.session.reason or ""
+    if live.key is not None and reason == S.REQUEST_TIMEOUT:
+        return "The screen share key expired before the caller entered it."
+    return _END_TEXT.get(reason, "The screen share ended.")
 
 
 _END_TEXT = {
@@ -778,6 +1177,7 @@ _END_TEXT = {
     S.OPEN_TIMEOUT: "The screen share window was not opened in time.",
     S.PICK_TIMEOUT: "No screen was chosen in time; the share ended.",
     S.SERVER_SHUTDOWN: "The screen share ended because the server restarted.",
+    S.KEY_LOCKED: f"The screen share key was locked after {keys.MAX_WRONG} wrong attempts.",
 }
 
 Hub._handlers = {
@@ -790,8 +1190,13 @@ Hub._handlers = {
     ("visitor", "share_stop"): Hub._on_share_stop,
     ("agent", "conversation_take"): Hub._on_take,
     ("agent", "conversation_open"): Hub._on_open,
+    ("agent", "conversation_transfer"): Hub._on_transfer,
     ("agent", "chat_send"): Hub._on_agent_chat,
     ("agent", "share_request"): Hub._on_share_request,
+    ("agent", "phone_share_start"): Hub._on_phone_share_start,
+    ("agent", "colleague_share_request"): Hub._on_colleague_share_request,
+    ("agent", "share_accept"): Hub._on_share_answer,
+    ("agent", "share_decline"): Hub._on_share_answer,
     ("agent", "share_watch"): Hub._on_share_watch,
     ("agent", "share_stop"): Hub._on_share_stop,
     ("agent", "share_path"): Hub._on_share_path,
@@ -806,4 +1211,11 @@ Hub._handlers = {
     ("agent", "answer"): Hub._on_negotiation,
     ("agent", "ice"): Hub._on_negotiation,
     ("agent", "restart"): Hub._on_negotiation,
+    ("sharer", "peer_status"): Hub._on_peer_status,
+    ("agent", "peer_status"): Hub._on_peer_status,
+    ("relay", "offer"): Hub._on_negotiation,
+    ("relay", "answer"): Hub._on_negotiation,
+    ("relay", "ice"): Hub._on_negotiation,
+    ("relay", "restart"): Hub._on_negotiation,
+    ("relay", "peer_status"): Hub._on_peer_status,
 }

@@ -30,17 +30,22 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 __all__ = [
+    "AuditRow",
+    "CHANNELS",
     "CONVERSATION_STATUSES",
     "MAX_MESSAGE_CHARS",
     "MESSAGE_SENDERS",
     "ROLES",
     "AuthSession",
+    "CompanySetting",
     "Base",
     "Conversation",
     "ConversationRow",
     "Message",
     "MessageRow",
     "Share",
+    "ShareKey",
+    "ShareKeyRow",
     "ShareRow",
     "User",
     "UserRow",
@@ -50,6 +55,9 @@ __all__ = [
 
 ROLES = ("admin", "agent")
 CONVERSATION_STATUSES = ("waiting", "open", "closed")
+#: How the visitor reached support: the chat widget, or a phone call (a screen share key);
+#: ``internal`` is an agent asking a colleague (``colleague_id``) to share their screen.
+CHANNELS = ("chat", "phone", "internal")
 MESSAGE_SENDERS = ("visitor", "agent", "system")
 
 MAX_MESSAGE_CHARS = 4000
@@ -99,6 +107,21 @@ class User(Base):
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[float | None] = mapped_column(Double)
     created_at: Mapped[float] = mapped_column(Double)
+    #: Permission to ask visitors and callers for their screen (admins may switch it off).
+    can_screen_share: Mapped[bool] = mapped_column(Boolean, default=True, server_default="1")
+
+
+class CompanySetting(Base):
+    """Company-wide switches an admin changes in the console (``coview_server.accounts``).
+
+    One row per setting; a missing row means the default, so a new switch needs no
+    data migration.
+    """
+
+    __tablename__ = "company_settings"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
 
 
 class AuthSession(Base):
@@ -132,6 +155,7 @@ class Conversation(Base):
     __tablename__ = "conversations"
     __table_args__ = (
         CheckConstraint(_in("status", CONVERSATION_STATUSES), name="status"),
+        CheckConstraint(_in("channel", CHANNELS), name="channel"),
         Index("ix_conversations_visitor_id_status", "visitor_id", "status"),
         Index("ix_conversations_status_updated_at", "status", "updated_at"),
     )
@@ -144,6 +168,9 @@ class Conversation(Base):
     )
     created_at: Mapped[float] = mapped_column(Double)
     updated_at: Mapped[float] = mapped_column(Double)
+    channel: Mapped[str] = mapped_column(String(16), default="chat", server_default="chat")
+    #: For an ``internal`` conversation: the colleague whose screen is shown.
+    colleague_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
 
 
 class Message(Base):
@@ -188,6 +215,26 @@ class Share(Base):
     path: Mapped[str | None] = mapped_column(String(MAX_PATH))
 
 
+class ShareKey(Base):
+    """The key a phone caller types to open a share (``coview_server.keys``).
+
+    Only an HMAC of the key is kept, never the key; the record says when it was made,
+    how many wrong attempts counted against it, and whether it was used or locked.
+    """
+
+    __tablename__ = "share_keys"
+
+    share_id: Mapped[str] = mapped_column(
+        ForeignKey("shares.id", ondelete="CASCADE"), primary_key=True
+    )
+    key_hash: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[float] = mapped_column(Double)
+    expires_at: Mapped[float] = mapped_column(Double)
+    wrong_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    used_at: Mapped[float | None] = mapped_column(Double)
+    locked_at: Mapped[float | None] = mapped_column(Double)
+
+
 # --- rows handed to callers -------------------------------------------------
 
 
@@ -203,6 +250,7 @@ class UserRow:
     failed_logins: int
     locked_until: float | None
     created_at: float
+    can_screen_share: bool = True
 
     @property
     def is_admin(self) -> bool:
@@ -219,6 +267,7 @@ class UserRow:
             failed_logins=u.failed_logins,
             locked_until=u.locked_until,
             created_at=u.created_at,
+            can_screen_share=u.can_screen_share,
         )
 
 
@@ -259,6 +308,8 @@ class ConversationRow:
     agent_id: int | None
     created_at: float
     updated_at: float
+    channel: str = "chat"
+    colleague_id: int | None = None
 
     @classmethod
     def of(cls, c: Conversation) -> ConversationRow:
@@ -269,6 +320,8 @@ class ConversationRow:
             agent_id=c.agent_id,
             created_at=c.created_at,
             updated_at=c.updated_at,
+            channel=c.channel,
+            colleague_id=c.colleague_id,
         )
 
 
@@ -332,3 +385,59 @@ class ShareRow:
             surface=s.surface,
             path=s.path,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ShareKeyRow:
+    share_id: str
+    key_hash: str
+    created_at: float
+    expires_at: float
+    wrong_attempts: int
+    used_at: float | None
+    locked_at: float | None
+
+    @classmethod
+    def of(cls, k: ShareKey) -> ShareKeyRow:
+        return cls(
+            share_id=k.share_id,
+            key_hash=k.key_hash,
+            created_at=k.created_at,
+            expires_at=k.expires_at,
+            wrong_attempts=k.wrong_attempts,
+            used_at=k.used_at,
+            locked_at=k.locked_at,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRow:
+    """One share as the audit trail shows it: the share joined with who and for whom.
+
+    Nothing of the media is stored anywhere, so this is all there is to know.
+    """
+
+    share_id: str
+    conversation_id: int
+    visitor_id: str
+    channel: str
+    requested_by: int
+    agent_name: str
+    agent_email: str
+    state: str
+    created_at: float
+    started_at: float | None
+    ended_at: float | None
+    end_reason: str | None
+    ended_by: str | None
+    surface: str | None
+    path: str | None
+    #: For an internal share: the colleague who showed their screen.
+    colleague_name: str | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the screen was shown (from live to the end); None if it never was."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return max(0.0, self.ended_at - self.started_at)

@@ -11,7 +11,6 @@ import json
 import os
 import secrets
 import time
-from collections import deque
 from functools import lru_cache
 from typing import Any
 
@@ -19,6 +18,8 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from . import accounts
+from .security import AddressLimiter
 from .settings import Settings
 from .signaling import SESSION_COOKIE
 from .store import AuthError, Store, UserRow
@@ -140,22 +141,11 @@ def _client_ip(request: Request) -> str:
     return request.client.host if request.client else "?"
 
 
-class LoginLimiter:
+class LoginLimiter(AddressLimiter):
     """Per-address throttle on login attempts, on top of the per-account lockout."""
 
     def __init__(self) -> None:
-        self.attempts: dict[str, deque[float]] = {}
-
-    def allow(self, ip: str, now: float) -> bool:
-        q = self.attempts.setdefault(ip, deque())
-        while q and now - q[0] > LOGIN_WINDOW_S:
-            q.popleft()
-        if len(q) >= LOGIN_MAX_PER_WINDOW:
-            return False
-        q.append(now)
-        if len(self.attempts) > 10000:  # bound memory under a spray of addresses
-            self.attempts.clear()
-        return True
+        super().__init__(LOGIN_WINDOW_S, LOGIN_MAX_PER_WINDOW)
 
 
 _limiter = LoginLimiter()
@@ -253,7 +243,20 @@ async def console(request: Request) -> Response:
     if found is None:
         return RedirectResponse("/login", status_code=303)
     user, csrf = found
-    return render_pyscript(request, "console", "py", user=user, csrf=csrf)
+    # The console hides share actions until the socket says otherwise (``permissions``);
+    # rendering the first state here keeps them from flashing up for an agent without it.
+    store: Store = request.state.store
+    refusal = await accounts.share_refusal(store, user.id)
+    colleagues = [u for u in await store.list_users() if u.id != user.id and not u.disabled]
+    return render_pyscript(
+        request,
+        "console",
+        "py",
+        user=user,
+        csrf=csrf,
+        can_share=refusal is None,
+        colleagues=colleagues,
+    )
 
 
 async def demo(request: Request) -> Response:

@@ -38,6 +38,7 @@ the framed opener's own COOP does not matter. A top-level opener may use
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -46,6 +47,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
     "DEFAULT_CSP",
+    "AddressLimiter",
     "PathPolicy",
     "SecurityHeaders",
     "build_csp",
@@ -233,3 +235,35 @@ def check_origin(headers: Mapping[str, str], allowed_origins: set[str], host: st
     if target_port is None:
         return origin_port == _DEFAULT_PORTS[scheme]
     return origin_port == target_port
+
+
+class AddressLimiter:
+    """At most ``limit`` attempts per client address in any ``window_s`` seconds.
+
+    For guessable secrets typed into forms (passwords, phone share keys), on top of their
+    own per-account or per-key lockouts: it keeps one source from spraying guesses.
+    Behind a reverse proxy the address is the proxy's unless the server is told to trust
+    its forwarding headers (uvicorn ``--proxy-headers``).
+    """
+
+    #: Distinct addresses remembered before the table is reset, to bound memory.
+    MAX_ADDRESSES = 10000
+
+    def __init__(self, window_s: float, limit: int) -> None:
+        if window_s <= 0 or limit < 1:
+            raise ValueError("an address limit needs a positive window and limit")
+        self.window_s = window_s
+        self.limit = limit
+        self.attempts: dict[str, deque[float]] = {}
+
+    def allow(self, address: str, now: float) -> bool:
+        """Record one attempt; False (and not recorded) when the address is over its limit."""
+        q = self.attempts.setdefault(address, deque())
+        while q and now - q[0] > self.window_s:
+            q.popleft()
+        if len(q) >= self.limit:
+            return False
+        q.append(now)
+        if len(self.attempts) > self.MAX_ADDRESSES:  # a spray of addresses
+            self.attempts.clear()
+        return True

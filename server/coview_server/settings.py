@@ -7,6 +7,7 @@ loopback only.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import tomllib
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .keys import DEFAULT_DIGITS, MAX_DIGITS, MIN_DIGITS
 from .turn import (
     DEFAULT_CHECK_INTERVAL_S,
     DEFAULT_TTL_S,
@@ -58,6 +60,17 @@ class Settings:
     turn_check_interval_s: float = DEFAULT_CHECK_INTERVAL_S
     #: ``"all"``, or ``"relay"`` to make browsers use TURN only (tests, strict networks).
     ice_transport_policy: str = "all"
+    #: The server's media relay (an aiortc peer): ``"auto"`` carries a share when the direct
+    #: path fails, ``"always"`` carries every share (audit, recording), ``"off"`` never.
+    media_relay: str = "auto"
+    #: Seconds the viewer has, from the first offer, to report ICE connected before the
+    #: share falls back to the relay.
+    relay_fallback_s: float = 8.0
+    #: Addresses the relay offers as its host candidates (empty: every address the machine
+    #: has, but loopback).  Set the public address here on a server behind 1:1 NAT.
+    relay_addresses: tuple[str, ...] = ()
+    #: Forward the sharer's encoded video as it is; ``false`` decodes and re-encodes.
+    relay_forward: bool = True
     admin_email: str = "admin@coview.local"
     admin_password: str | None = None
     web_root: Path = field(default_factory=_default_web_root)
@@ -67,9 +80,20 @@ class Settings:
     share_request_timeout_s: float = 120.0
     share_open_timeout_s: float = 60.0
     share_pick_timeout_s: float = 300.0
+    #: Digits of the key an agent reads to a phone caller (``coview_server.keys``).
+    share_key_digits: int = DEFAULT_DIGITS
+    #: Seconds a phone share key stays valid; the share waits for the caller this long.
+    share_key_ttl_s: float = 300.0
+    #: Keys one client address may try at ``/share`` in 10 minutes (any key, right or wrong).
+    share_key_address_limit: int = 10
     #: Messages per second a socket may send on average, and the burst it may save up.
     ws_rate: float = 50.0
     ws_burst: float = 200.0
+    #: WebSockets one client address may hold open at once, and open per second on
+    #: average with bursts (``coview_server.limits.AddressGate``).
+    ws_address_max: int = 200
+    ws_address_rate: float = 2.0
+    ws_address_burst: float = 100.0
     log_level: str = "info"
 
     def __post_init__(self) -> None:
@@ -81,6 +105,18 @@ class Settings:
             raise ValueError("turn_check_interval_s cannot be negative")
         if self.ice_transport_policy not in ("all", "relay"):
             raise ValueError("ice_transport_policy must be 'all' or 'relay'")
+        if self.media_relay not in ("auto", "always", "off"):
+            raise ValueError("media_relay must be 'auto', 'always' or 'off'")
+        if self.relay_fallback_s <= 0:
+            raise ValueError("relay_fallback_s must be positive")
+        if not MIN_DIGITS <= self.share_key_digits <= MAX_DIGITS:
+            raise ValueError(f"share_key_digits must be from {MIN_DIGITS} to {MAX_DIGITS}")
+        if not 0 < self.share_key_ttl_s <= 3600:
+            raise ValueError("share_key_ttl_s must be more than 0 and at most 3600 seconds")
+        if self.share_key_address_limit < 1:
+            raise ValueError("share_key_address_limit must be at least 1")
+        if self.ws_address_max < 1 or self.ws_address_rate <= 0 or self.ws_address_burst < 1:
+            raise ValueError("ws_address_max, ws_address_burst >= 1 and ws_address_rate > 0")
 
     @property
     def vendor_root(self) -> Path:
@@ -129,7 +165,14 @@ def _convert(key: str, value: Any, current: Any) -> Any:
         if not isinstance(value, list) or not all(isinstance(s, dict) for s in value):
             raise ValueError("ice_servers must be a list of objects")
         return tuple(value)
-    if key in ("allowed_origins", "embed_origins", "stun_urls", "turn_urls", "turn_secrets"):
+    if key in (
+        "allowed_origins",
+        "embed_origins",
+        "stun_urls",
+        "turn_urls",
+        "turn_secrets",
+        "relay_addresses",
+    ):
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
         if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
@@ -140,6 +183,8 @@ def _convert(key: str, value: Any, current: Any) -> Any:
             value = [parse_turn_url(v).text for v in value]
         elif key == "turn_secrets":
             value = [check_secret(v) for v in value]
+        elif key == "relay_addresses":
+            value = [str(ipaddress.ip_address(v)) for v in value]
         return tuple(value)
     if isinstance(current, bool):
         if isinstance(value, str):

@@ -19,6 +19,7 @@ from coview import protocol as P, share as S
 from coview.liveness import DEAD, PING, Liveness
 
 from .hub import Conn, Hub, HubError
+from .limits import AddressGate
 from .security import check_origin
 from .settings import Settings
 from .store import Store
@@ -74,10 +75,25 @@ async def endpoint(websocket: WebSocket) -> None:
         # Refuse before accepting: a cross-site page must not even learn the protocol.
         await websocket.close(code=WS_1008_POLICY)
         return
+    gate: AddressGate = state.ws_gate
+    address = websocket.client.host if websocket.client else "?"
+    refusal = gate.admit(address, asyncio.get_running_loop().time())
+    if refusal is not None:
+        await websocket.accept()
+        await _send(websocket, P.error(P.RATE_LIMITED, refusal, "handshake", fatal=True))
+        await _close(websocket, WS_1008_POLICY)
+        return
+    try:
+        await _serve(websocket, hub, settings, state.store)
+    finally:
+        gate.release(address)
+
+
+async def _serve(websocket: WebSocket, hub: Hub, settings: Settings, store: Store) -> None:
     await websocket.accept()
     conn: Conn | None = None
     try:
-        conn = await _handshake(websocket, hub, state.store, settings)
+        conn = await _handshake(websocket, hub, store, settings)
     except Refused as exc:
         await _send(websocket, P.error(exc.code, exc.text, "handshake", fatal=True))
         await _close(websocket, exc.close_code)
@@ -242,6 +258,8 @@ async def _writer(websocket: WebSocket, conn: Conn) -> None:
     while True:
         msg = await conn.queue.get()
         if msg is None:
+            if conn.evicted:  # signed out by an admin: close now, not at the next read
+                await _close(websocket, WS_1000_NORMAL)
             return
         if not await _send(websocket, msg):
             conn.close()

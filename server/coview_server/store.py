@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.orm import aliased
 
 from .migrations import upgrade_connection
 from .models import (
@@ -60,12 +61,16 @@ from .models import (
     MAX_USER_AGENT,
     MESSAGE_SENDERS,
     ROLES,
+    AuditRow,
     AuthSession,
+    CompanySetting,
     Conversation,
     ConversationRow,
     Message,
     MessageRow,
     Share,
+    ShareKey,
+    ShareKeyRow,
     ShareRow,
     User,
     UserRow,
@@ -76,9 +81,11 @@ from .passwords import hash_password, needs_rehash, verify_password
 from .tokens import new_token, token_hash
 
 __all__ = [
+    "AuditRow",
     "AuthError",
     "ConversationRow",
     "MessageRow",
+    "ShareKeyRow",
     "ShareRow",
     "Store",
     "StoreError",
@@ -434,6 +441,46 @@ class Store:
             await s.flush()
             return UserRow.of(user)
 
+    async def set_user_permissions(self, user_id: int, *, can_screen_share: bool) -> UserRow:
+        """Change what an agent may do; read again by the hub on every action it guards."""
+        async with self._tx() as s:
+            user = await s.get(User, user_id)
+            if user is None:
+                raise StoreError("not_found")
+            user.can_screen_share = can_screen_share
+            await s.flush()
+            return UserRow.of(user)
+
+    async def count_active_admins(self) -> int:
+        """Admins who can still log in: the last one may not be disabled or demoted."""
+        async with self._tx() as s:
+            n = await s.scalar(
+                select(func.count())
+                .select_from(User)
+                .where(User.role == "admin", User.disabled.is_(False))
+            )
+            return n or 0
+
+    # --- company settings ----------------------------------------------------------
+
+    async def company_settings(self) -> dict[str, str]:
+        """Stored company-wide settings by name; absent names mean their default."""
+        async with self._tx() as s:
+            rows = await s.scalars(select(CompanySetting))
+            return {r.name: r.value for r in rows}
+
+    async def set_company_setting(self, name: str, value: str) -> None:
+        if not name or len(name) > 64 or len(value) > 256:
+            raise ValueError("setting name or value too long")
+        async with self._tx() as s:
+            row = await s.get(CompanySetting, name)
+            if row is None:
+                s.add(CompanySetting(name=name, value=value))
+            else:
+                row.value = value
+
+    # --- sessions --------------------------------------------------------------------
+
     async def create_session(
         self, user_id: int, ttl: float = 12 * 3600, now: float | None = None
     ) -> tuple[str, str]:
@@ -598,6 +645,85 @@ class Store:
                 await s.flush()
             return ConversationRow.of(conv)
 
+    async def create_phone_conversation(
+        self, agent_id: int, now: float | None = None
+    ) -> tuple[VisitorRow, ConversationRow]:
+        """A caller on the phone: a visitor and a conversation already held by the agent.
+
+        The caller never runs the widget, so the visitor's secret is drawn (the column
+        needs one) and thrown away: nobody can connect as this visitor.
+        """
+        t = _now(now)
+        visitor = Visitor(
+            id=secrets.token_urlsafe(12),
+            secret_hash=token_hash(new_token()),
+            created_at=t,
+            last_seen=t,
+            user_agent="",
+            browser="",
+            os="",
+            can_share=False,
+            share_reason=None,
+            current_page=None,
+        )
+        try:
+            async with self._tx() as s:
+                s.add(visitor)
+                await s.flush()
+                conv = Conversation(
+                    visitor_id=visitor.id,
+                    status="open",
+                    agent_id=agent_id,
+                    created_at=t,
+                    updated_at=t,
+                    channel="phone",
+                )
+                s.add(conv)
+                await s.flush()
+                return VisitorRow.of(visitor), ConversationRow.of(conv)
+        except IntegrityError:
+            raise StoreError("not_found", "unknown agent") from None
+
+    async def create_internal_conversation(
+        self, agent_id: int, colleague_id: int, now: float | None = None
+    ) -> ConversationRow:
+        """An agent asks a colleague to share their screen: a conversation held by the agent.
+
+        Like a phone caller, the colleague's side needs a visitor row (the column is
+        required); its secret is thrown away, so nobody can connect as it.
+        """
+        t = _now(now)
+        visitor = Visitor(
+            id=secrets.token_urlsafe(12),
+            secret_hash=token_hash(new_token()),
+            created_at=t,
+            last_seen=t,
+            user_agent="",
+            browser="",
+            os="",
+            can_share=False,
+            share_reason=None,
+            current_page=None,
+        )
+        try:
+            async with self._tx() as s:
+                s.add(visitor)
+                await s.flush()
+                conv = Conversation(
+                    visitor_id=visitor.id,
+                    status="open",
+                    agent_id=agent_id,
+                    created_at=t,
+                    updated_at=t,
+                    channel="internal",
+                    colleague_id=colleague_id,
+                )
+                s.add(conv)
+                await s.flush()
+                return ConversationRow.of(conv)
+        except IntegrityError:
+            raise StoreError("not_found", "unknown agent") from None
+
     async def get_conversation(self, conversation_id: int) -> ConversationRow | None:
         async with self._tx() as s:
             conv = await s.get(Conversation, conversation_id)
@@ -647,6 +773,35 @@ class Store:
                 if conv.status == "closed":
                     raise StoreError("closed")
                 if conv.agent_id != agent_id:
+                    raise StoreError("taken")
+                return ConversationRow.of(conv)
+        except IntegrityError:
+            raise StoreError("not_found", "unknown agent") from None
+
+    async def transfer_conversation(
+        self, conversation_id: int, from_agent: int, to_agent: int, now: float | None = None
+    ) -> ConversationRow:
+        """Hand an open conversation from ``from_agent`` to ``to_agent``, atomically: a
+        conversation that changed hands meanwhile is not moved (``taken``)."""
+        t = _now(now)
+        try:
+            async with self._tx() as s:
+                await s.execute(
+                    update(Conversation)
+                    .where(
+                        Conversation.id == conversation_id,
+                        Conversation.status == "open",
+                        Conversation.agent_id == from_agent,
+                    )
+                    .values(agent_id=to_agent, updated_at=t)
+                    .execution_options(synchronize_session=False)
+                )
+                conv = await s.get(Conversation, conversation_id, populate_existing=True)
+                if conv is None:
+                    raise StoreError("not_found")
+                if conv.status == "closed":
+                    raise StoreError("closed")
+                if conv.agent_id != to_agent:
                     raise StoreError("taken")
                 return ConversationRow.of(conv)
         except IntegrityError:
@@ -750,8 +905,8 @@ class Store:
         self,
         conversation_id: int,
         requested_by: int,
-        token_hash: str,
-        token_expires_at: float,
+        token_hash: str | None,
+        token_expires_at: float | None,
         state: str,
         now: float | None = None,
     ) -> ShareRow:
@@ -820,3 +975,124 @@ class Store:
                 select(Share).where(Share.ended_at.is_(None)).order_by(Share.created_at)
             )
             return [ShareRow.of(x) for x in shares]
+
+    # --- phone share keys -------------------------------------------------------------
+
+    async def create_share_key(
+        self, share_id: str, key_hash: str, expires_at: float, now: float | None = None
+    ) -> ShareKeyRow:
+        """Record a phone share's key by its HMAC (``coview_server.keys``), never the key."""
+        t = _now(now)
+        key = ShareKey(
+            share_id=share_id,
+            key_hash=key_hash,
+            created_at=t,
+            expires_at=expires_at,
+            wrong_attempts=0,
+            used_at=None,
+            locked_at=None,
+        )
+        try:
+            async with self._tx() as s:
+                s.add(key)
+                await s.flush()
+                return ShareKeyRow.of(key)
+        except IntegrityError:
+            raise StoreError("conflict", "unknown share, or it has a key already") from None
+
+    async def get_share_key(self, share_id: str) -> ShareKeyRow | None:
+        async with self._tx() as s:
+            key = await s.get(ShareKey, share_id)
+            return None if key is None else ShareKeyRow.of(key)
+
+    async def update_share_key(
+        self,
+        share_id: str,
+        *,
+        wrong_attempts: int | None = None,
+        used_at: float | None = None,
+        locked_at: float | None = None,
+    ) -> ShareKeyRow:
+        """Record what happened to a key; fields left as None keep their value."""
+        async with self._tx() as s:
+            key = await s.get(ShareKey, share_id)
+            if key is None:
+                raise StoreError("not_found")
+            if wrong_attempts is not None:
+                key.wrong_attempts = wrong_attempts
+            if used_at is not None:
+                key.used_at = used_at
+            if locked_at is not None:
+                key.locked_at = locked_at
+            await s.flush()
+            return ShareKeyRow.of(key)
+
+    # --- audit trail --------------------------------------------------------------------
+
+    async def audit_shares(
+        self,
+        *,
+        since: float | None = None,
+        until: float | None = None,
+        agent_id: int | None = None,
+        end_reason: str | None = None,
+        limit: int | None = 1000,
+    ) -> list[AuditRow]:
+        """Shares, newest first, with the requesting agent and the visitor or caller.
+
+        ``since``/``until`` bound the time the share was asked for (``until`` excluded);
+        ``end_reason`` matches exactly. The console's table and the CSV export both come
+        from here, so they always agree.
+        """
+        colleague = aliased(User)
+        query = (
+            select(Share, Conversation, User, colleague.display_name)
+            .join(Conversation, Share.conversation_id == Conversation.id)
+            .join(User, Share.requested_by == User.id)
+            .outerjoin(colleague, Conversation.colleague_id == colleague.id)
+            .order_by(Share.created_at.desc(), Share.id)
+        )
+        if since is not None:
+            query = query.where(Share.created_at >= since)
+        if until is not None:
+            query = query.where(Share.created_at < until)
+        if agent_id is not None:
+            query = query.where(Share.requested_by == agent_id)
+        if end_reason is not None:
+            query = query.where(Share.end_reason == end_reason)
+        if limit is not None:
+            query = query.limit(limit)
+        async with self._tx() as s:
+            rows = (await s.execute(query)).all()
+            return [
+                AuditRow(
+                    share_id=share.id,
+                    conversation_id=conv.id,
+                    visitor_id=conv.visitor_id,
+                    channel=conv.channel,
+                    requested_by=user.id,
+                    agent_name=user.display_name,
+                    agent_email=user.email,
+                    state=share.state,
+                    created_at=share.created_at,
+                    started_at=share.started_at,
+                    ended_at=share.ended_at,
+                    end_reason=share.end_reason,
+                    ended_by=share.ended_by,
+                    surface=share.surface,
+                    path=share.path,
+                    colleague_name=colleague_name,
+                )
+                for share, conv, user, colleague_name in (r._tuple() for r in rows)
+            ]
+
+    async def end_reasons(self) -> list[str]:
+        """Every end reason recorded so far, for the audit filter's choices."""
+        async with self._tx() as s:
+            rows = await s.scalars(
+                select(Share.end_reason)
+                .where(Share.end_reason.is_not(None))
+                .distinct()
+                .order_by(Share.end_reason)
+            )
+            return [r for r in rows if r]

@@ -67,6 +67,8 @@ ERROR_CODES = (
 ROLES = ("agent", "visitor", "sharer")
 SURFACES = ("monitor", "window", "browser", "unknown")
 PATHS = ("direct", "turn", "relay", "unknown")
+#: What an end reports of its peer connection: ICE connected, or given up after restarts.
+PEER_STATES = ("connected", "failed")
 
 
 class ProtocolError(Exception):
@@ -161,7 +163,13 @@ MESSAGES: "dict[str, tuple[str, dict[str, Any]]]" = {
     "conversation_update": (S2C, {"item": _f(DICT)}),
     "conversation_take": (C2S, {"conversation": CONV}),
     "conversation_open": (C2S, {"conversation": CONV}),
+    "conversation_transfer": (C2S, {"conversation": CONV, "agent": _f(INT)}),
     "visitor": (S2C, {"conversation": CONV, "record": _f(DICT)}),
+    # What this agent may do now (per-agent permissions and company-wide switches).
+    "permissions": (
+        S2C,
+        {"screen_share": _f(BOOL), "reason": _f(STR, required=False, max_len=256, nullable=True)},
+    ),
     # Screen share lifecycle.
     "share_request": (C2S, {"conversation": CONV}),
     "share_invite": (
@@ -194,7 +202,16 @@ MESSAGES: "dict[str, tuple[str, dict[str, Any]]]" = {
             "surface": _f(STR, required=False, max_len=16, nullable=True),
             "path": _f(STR, required=False, max_len=16, nullable=True),
             "note": _f(STR, required=False, max_len=256, nullable=True),
+            "colleague": _f(INT, required=False, nullable=True),
         },
+    ),
+    # An agent asks a colleague (another agent) to share their screen.
+    "colleague_share_request": (C2S, {"agent": _f(INT)}),
+    # A share for a caller on the phone, opened by a key the agent reads aloud.
+    "phone_share_start": (C2S, {"conversation": _f(INT, required=False)}),
+    "phone_share_key": (
+        S2C,
+        {"share": SHARE, "conversation": CONV, "key": _f(STR, max_len=16), "expires_in": _f(NUM)},
     ),
     # WebRTC negotiation, routed by peer-connection id.
     "peer": (
@@ -204,9 +221,11 @@ MESSAGES: "dict[str, tuple[str, dict[str, Any]]]" = {
             "pc": PC,
             "role": _f(STR, choices=("offerer", "answerer")),
             "ice_servers": _f(LIST, required=False, max_len=16),
+            "via": _f(STR, required=False, choices=("direct", "relay")),
         },
     ),
     "peer_gone": (S2C, {"share": SHARE, "pc": PC}),
+    "peer_status": (C2S, {"pc": PC, "state": _f(STR, choices=PEER_STATES)}),
     "offer": (BOTH, {"pc": PC, "sdp": _f(STR, max_len=60000)}),
     "answer": (BOTH, {"pc": PC, "sdp": _f(STR, max_len=60000)}),
     "ice": (BOTH, {"pc": PC, "candidate": _f(CANDIDATE, nullable=True)}),

@@ -32,6 +32,7 @@ REQUEST_TIMEOUT = "request_timeout"
 OPEN_TIMEOUT = "open_timeout"
 PICK_TIMEOUT = "pick_timeout"
 SERVER_SHUTDOWN = "server_shutdown"
+KEY_LOCKED = "key_locked"  # the key a phone caller types was locked by wrong attempts
 
 # Default deadlines, seconds.
 REQUEST_TIMEOUT_S = 120.0

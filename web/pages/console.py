@@ -36,6 +36,35 @@ PATH_WORDS = {
     "relay": "Relayed (server)",
     "unknown": "–",
 }
+#: Words for a phone caller's share where they differ from a chat visitor's.
+PHONE_STATE_WORDS = {
+    "requested": "Waiting for the caller to type the key.",
+    "accepted": "Accepted: the caller's share window is opening.",
+    "waiting": "Waiting for the caller to choose what to share.",
+    "live": "Live: you are watching the caller's screen.",
+}
+PHONE_END_WORDS = {
+    "key_locked": "The key was locked after 5 wrong attempts. Make a new key for the caller.",
+    "request_timeout": "The key expired before the caller typed it. Make a new key.",
+    "stopped_by_sharer": "The caller stopped sharing.",
+    "sharer_left": "The caller closed the share window.",
+    "open_timeout": "The caller's share window did not open in time.",
+    "pick_timeout": "The caller did not choose anything in time.",
+}
+#: Words for watching a colleague's screen (an internal share).
+COLLEAGUE_STATE_WORDS = {
+    "requested": "Requested: waiting for your colleague to accept.",
+    "accepted": "Accepted: your colleague's share window is opening.",
+    "waiting": "Waiting for your colleague to choose what to share.",
+    "live": "Live: you are watching your colleague's screen.",
+}
+#: Words for our own screen, shown to a colleague who asked.
+OUTGOING_WORDS = {
+    "requested": " asks to see your screen.",
+    "accepted": ": your share window is opening.",
+    "waiting": ": choose what to share in the share window.",
+    "live": " is watching your screen.",
+}
 SURFACE_WORDS = {
     "monitor": "entire screen",
     "window": "a window",
@@ -52,10 +81,17 @@ class Console:
         self.seen = {}
         self.shares = {}  # share id -> {"conversation","state","reason","peer","stream",...}
         self.watching = {}
+        self.keys = {}  # share id -> {"key", "conversation", "deadline"} (ms), this tab only
         self.counter = 0
         self.ice = []
         self.ice_policy = "all"
         self.me = {"id": None, "role": "agent"}
+        # Until the server says (``permissions``), share actions stay as the page drew them.
+        self.can_share = not el("phone-start").hidden
+        self.share_refusal = None
+        self.fatal_text = None
+        self.outgoing = {}  # share id -> invite, for our own screen shown to a colleague
+        self.asking = None  # colleague id we just asked, until the server answers
         self.channel = Channel("agent", None, self.on_message, self.on_status)
 
     # -- socket -------------------------------------------------------------------------
@@ -67,6 +103,9 @@ class Console:
             "closed": "Disconnected: reload the page to reconnect.",
         }
         dom.text(el("conn-status"), words.get(value, value))
+        if value == "closed" and self.fatal_text:
+            # Signed out by the server (account disabled, password reset): say why.
+            dom.text(el("conn-status"), self.fatal_text + " Reload the page to sign in.")
         if value == "closed":
             for share_id in list(self.shares):
                 self._drop_peer(share_id)
@@ -83,8 +122,25 @@ class Console:
 
     def on_error(self, msg):
         dom.text(el("conn-status"), msg["text"])
+        if msg.get("fatal"):
+            self.fatal_text = msg["text"]
+        if self.asking is not None:
+            dom.text(el("colleague-reason"), msg["text"])
+            self.asking = None
         if msg.get("ref") in (None, "share_request") and self.current is not None:
             dom.text(el("share-reason"), msg["text"])
+
+    def on_permissions(self, msg):
+        """What an admin allows us now; the server refuses the rest anyway."""
+        self.can_share = bool(msg["screen_share"])
+        self.share_refusal = msg.get("reason")
+        dom.show(el("phone-start"), self.can_share)
+        dom.show(el("colleagues-box"), self.can_share)
+        note = el("share-permission")
+        dom.show(note, not self.can_share)
+        dom.text(note, self.share_refusal or "Screen sharing is not available to you.")
+        if self.current is not None:
+            self.render_share()
 
     # -- conversations ------------------------------------------------------------------
 
@@ -109,7 +165,7 @@ class Console:
             if item["id"] == self.current:
                 self.current = None
                 dom.show(el("conv-view"), False)
-                dom.text(el("conn-status"), "That conversation was taken by another agent.")
+                dom.text(el("conn-status"), "That conversation is now another agent's.")
             self.render_list()
             return
         self.conversations[item["id"]] = item
@@ -129,6 +185,8 @@ class Console:
                 "closed": "closed",
             }.get(item["status"], item["status"])
             online = "online" if item.get("online") else "offline"
+            if item.get("channel") == "phone":
+                online = "by phone"
             label = item["visitor_label"] + " — " + status + ", " + online
             if item.get("last_text"):
                 label += ": " + item["last_text"]
@@ -161,6 +219,17 @@ class Console:
             return
         dom.text(el("conv-title"), item["visitor_label"])
         dom.show(el("take"), item["status"] == "waiting")
+        mine = item.get("agent_id") == self.me["id"] or self.me["role"] == "admin"
+        can_move = item["status"] == "open" and mine and item.get("channel") != "internal"
+        dom.show(el("transfer-form"), can_move and el("transfer-to").options.length > 0)
+
+    def transfer(self, event):
+        event.preventDefault()
+        choice = str(el("transfer-to").value)
+        if self.current is not None and choice.isdigit():
+            self.channel.send(
+                P.make("conversation_transfer", conversation=self.current, agent=int(choice))
+            )
 
     def on_history(self, msg):
         if msg["conversation"] != self.current:
@@ -193,8 +262,25 @@ class Console:
             self.render_record()
             self.render_share()
 
+    def is_phone(self, conv_id=None):
+        item = self.conversations.get(self.current if conv_id is None else conv_id) or {}
+        return item.get("channel") == "phone"
+
     def render_record(self):
         rec = self.records.get(self.current) or {}
+        if self.is_internal():
+            dom.text(el("rec-online"), "A colleague")
+            for name in ("rec-browser", "rec-os", "rec-page"):
+                dom.text(el(name), "–")
+            dom.text(el("rec-share"), "They accept in their own console")
+            return
+        if self.is_phone():
+            dom.text(el("rec-online"), "On the phone")
+            dom.text(el("rec-browser"), rec.get("browser") or "–")
+            dom.text(el("rec-os"), rec.get("os") or "–")
+            dom.text(el("rec-page"), rec.get("page") or "–")
+            dom.text(el("rec-share"), "With a key you read to the caller")
+            return
         dom.text(el("rec-online"), "Online" if rec.get("online") else "Offline")
         dom.text(el("rec-browser"), rec.get("browser") or "–")
         dom.text(el("rec-os"), rec.get("os") or "–")
@@ -243,6 +329,108 @@ class Console:
         dom.text(el("share-reason"), "")
         self.channel.send(P.make("share_request", conversation=self.current))
 
+    # -- phone callers ------------------------------------------------------------------
+
+    def start_phone(self, event):
+        """A new caller, conversation and key; the server answers ``phone_share_key``."""
+        self.channel.send(P.make("phone_share_start"))
+
+    def new_key(self, event):
+        if self.current is not None and self.is_phone():
+            dom.text(el("share-reason"), "")
+            self.channel.send(P.make("phone_share_start", conversation=self.current))
+
+    def on_phone_share_key(self, msg):
+        self.keys[msg["share"]] = {
+            "key": msg["key"],
+            "conversation": msg["conversation"],
+            "deadline": ffi.now_ms() + msg["expires_in"] * 1000.0,
+        }
+        if self.current != msg["conversation"]:
+            self.open(msg["conversation"])
+        self.select_tab("share")
+        self.render_share()
+
+    def render_key(self, share_id, info):
+        """The key in large digits, grouped by three, with the address and time left."""
+        entry = self.keys.get(share_id) if share_id is not None else None
+        showing = entry is not None and info is not None and info["state"] == "requested"
+        dom.show(el("phone-key-box"), showing)
+        if not showing:
+            dom.text(el("phone-key"), "")
+            return
+        key = entry["key"]
+        dom.text(el("phone-key"), " ".join(key[i : i + 3] for i in range(0, len(key), 3)))
+        dom.text(el("phone-address"), str(js.window.location.origin) + "/share")
+        self.render_expiry()
+
+    def render_expiry(self):
+        share_id, info = self.share_of_current()
+        entry = self.keys.get(share_id) if share_id is not None else None
+        if entry is None:
+            return
+        left = max(0, int((entry["deadline"] - ffi.now_ms()) / 1000.0 + 0.5))
+        text = "It works once. Expires in " + str(left // 60) + ":"
+        text += ("0" if left % 60 < 10 else "") + str(left % 60) + "."
+        dom.text(el("phone-key-expiry"), text)
+
+    async def key_loop(self):
+        while True:
+            await asyncio.sleep(1)
+            if self.keys:
+                self.render_expiry()
+
+    # -- colleagues (internal shares) ---------------------------------------------------------
+
+    def _asker(self, button):
+        def handler(event):
+            self.asking = int(str(button.dataset.agent))
+            dom.text(el("colleague-reason"), "Asking " + str(button.textContent) + "…")
+            self.channel.send(P.make("colleague_share_request", agent=self.asking))
+
+        return handler
+
+    def is_internal(self, conv_id=None):
+        item = self.conversations.get(self.current if conv_id is None else conv_id) or {}
+        return item.get("channel") == "internal"
+
+    def on_share_invite(self, msg):
+        """A colleague asks to see our screen (an internal share)."""
+        self.outgoing[msg["share"]] = msg
+        self.render_outgoing(msg["share"], "requested")
+
+    def render_outgoing(self, share_id, state):
+        invite = self.outgoing.get(share_id) or {}
+        box = el("colleague-invite")
+        if state == "ended":
+            self.outgoing.pop(share_id, None)
+            dom.show(box, False)
+            return
+        box.dataset.share = share_id
+        who = invite.get("agent_name") or "A colleague"
+        dom.text(el("colleague-invite-text"), who + OUTGOING_WORDS.get(state, "."))
+        dom.show(box, True)
+        dom.show(el("colleague-accept"), state == "requested" and share_id in self.outgoing)
+        dom.show(el("colleague-decline"), state == "requested")
+        dom.show(el("colleague-stop"), state != "requested")
+
+    def accept_colleague(self, event):
+        share_id = str(el("colleague-invite").dataset.share)
+        invite = self.outgoing.get(share_id)
+        if invite is None:
+            return
+        # Opened inside the click, so the browser counts it as our own action.
+        js.window.open(invite["popup_url"], "coview-share-" + share_id, "width=560,height=700")
+        self.channel.send(P.make("share_accept", share=share_id))
+
+    def decline_colleague(self, event):
+        share_id = str(el("colleague-invite").dataset.share)
+        self.channel.send(P.make("share_decline", share=share_id))
+
+    def stop_outgoing(self, event):
+        share_id = str(el("colleague-invite").dataset.share)
+        self.channel.send(P.make("share_stop", share=share_id))
+
     def stop_share(self, event):
         share_id, info = self.share_of_current()
         if share_id is not None:
@@ -250,7 +438,16 @@ class Console:
 
     def on_share_state(self, msg):
         share_id = msg["share"]
+        if msg.get("colleague") is not None and msg.get("colleague") == self.me["id"]:
+            self.render_outgoing(share_id, msg["state"])  # our own screen: never watched here
+            return
         info = self.shares.get(share_id)
+        if info is None and msg.get("colleague") is not None and self.asking is not None:
+            # The share we just asked a colleague for: show it.
+            self.asking = None
+            dom.text(el("colleague-reason"), "")
+            self.open(msg["conversation"])
+            self.select_tab("share")
         if info is None:
             info = {
                 "conversation": msg["conversation"],
@@ -269,9 +466,13 @@ class Console:
             # Activate our side of the connection: the visitor's window will offer to us.
             info["watched"] = True
             self.channel.send(P.make("share_watch", share=share_id))
+        if msg["state"] != "requested":
+            self.keys.pop(share_id, None)  # entered, or dead: never shown again
         if msg["state"] == "ended":
             self._drop_peer(share_id)
-            info["ended_note"] = END_WORDS.get(msg.get("reason") or "", "The share ended.")
+            reason = msg.get("reason") or ""
+            words = PHONE_END_WORDS.get(reason) if self.is_phone(msg["conversation"]) else None
+            info["ended_note"] = words or END_WORDS.get(reason, "The share ended.")
             self.last_ended = (info["conversation"], info["ended_note"])
             self.shares.pop(share_id, None)
         if msg["conversation"] == self.current:
@@ -283,12 +484,16 @@ class Console:
             return
         self._drop_peer(msg["share"])
         share_id = msg["share"]
+        if info["conversation"] == self.current:
+            # A path switch (direct → relay): never leave the ended track's last frame up.
+            self.render_share()
 
         def on_track(stream):
             info["stream"] = stream
             if info["conversation"] == self.current:
                 self.render_share()
 
+        info["via"] = msg.get("via") or "direct"
         info["peer"] = Peer(
             msg["pc"],
             msg["role"],
@@ -335,17 +540,24 @@ class Console:
         share_id, info = self.share_of_current()
         request = el("share-request")
         video = el("remote")
+        phone = self.is_phone()
+        self.render_key(share_id, info)
+        dom.show(el("phone-new"), phone and info is None and self.can_share)
         if info is None:
             ended = getattr(self, "last_ended", None)
             text = "No screen share."
             if ended is not None and ended[0] == self.current:
                 text = "Ended: " + ended[1]
             dom.text(el("share-state"), text)
-            dom.show(request, True)
+            dom.show(request, not phone and self.can_share and not self.is_internal())
             allowed = bool(rec.get("can_share"))
             dom.enable(request, allowed)
             reason = "" if allowed else (rec.get("share_reason") or "The visitor cannot share.")
-            dom.text(el("share-reason"), reason)
+            if not self.can_share:
+                reason = self.share_refusal or "Screen sharing is not available to you."
+            if self.is_internal():
+                reason = "Ask again from the Colleagues list to see their screen."
+            dom.text(el("share-reason"), "" if phone and self.can_share else reason)
             dom.show(el("share-stop"), False)
             dom.show(el("fullscreen"), False)
             dom.show(el("stage"), False)
@@ -353,6 +565,12 @@ class Console:
             video.srcObject = None
             return
         words = STATE_WORDS.get(info["state"], info["state"])
+        if self.is_internal():
+            words = COLLEAGUE_STATE_WORDS.get(info["state"], words)
+        if phone:
+            words = PHONE_STATE_WORDS.get(info["state"], words)
+            if info["state"] == "requested" and share_id not in self.keys:
+                words += " Its key is shown only in the console tab that made it."
         if info["state"] == "live" and info.get("surface"):
             words += " They share " + SURFACE_WORDS.get(info["surface"], "a screen") + "."
         if info.get("note"):
@@ -385,7 +603,9 @@ class Console:
                     continue
                 q = quality.summarize(info["prev"], snap)
                 info["prev"] = snap
-                if q["path"] != info["path"] and q["path"] != "unknown":
+                if info.get("via") == "relay":
+                    q["path"] = "relay"  # the stats see a direct path: to the server's relay
+                elif q["path"] != info["path"] and q["path"] != "unknown":
                     info["path"] = q["path"]
                     self.channel.send(P.make("share_path", share=share_id, path=q["path"]))
                 if q["frames_decoded"] is not None:
@@ -447,9 +667,18 @@ class Console:
         dom.on(el("composer"), "submit", self.send_reply)
         dom.on(el("reply"), "keydown", self._reply_keys)
         dom.on(el("take"), "click", self.take)
+        dom.on(el("transfer-form"), "submit", self.transfer)
         dom.on(el("share-request"), "click", self.request_share)
         dom.on(el("share-stop"), "click", self.stop_share)
+        dom.on(el("phone-start"), "click", self.start_phone)
+        dom.on(el("phone-new"), "click", self.new_key)
         dom.on(el("fullscreen"), "click", self.fullscreen)
+        dom.on(el("colleague-accept"), "click", self.accept_colleague)
+        dom.on(el("colleague-decline"), "click", self.decline_colleague)
+        dom.on(el("colleague-stop"), "click", self.stop_outgoing)
+        buttons = js.document.querySelectorAll(".colleague-ask")
+        for i in range(buttons.length):
+            dom.on(buttons.item(i), "click", self._asker(buttons.item(i)))
         dom.on(el("nav-conversations"), "click", self.section("conversations"))
         dom.on(el("nav-account"), "click", self.section("account"))
         dom.on(el("tab-details"), "click", self.tab("details"))
@@ -466,4 +695,5 @@ app = Console()
 app.wire()
 app.channel.connect()
 asyncio.create_task(app.stats_loop())
+asyncio.create_task(app.key_loop())
 js.document.body.dataset.ready = "1"

@@ -941,3 +941,190 @@ async def test_each_peer_connection_gets_ice_servers_minted_for_its_end(scene: S
     assert minted == [s.id, scene.a.id]
     assert offerer["ice_servers"][0]["username"] == "u-1"
     assert answerer["ice_servers"][0]["username"] == "u-2"
+
+
+# --- path selection: the relay fallback --------------------------------------------------
+
+
+def _relay(w: World) -> Conn:
+    relay = Conn(id="relay-test", role="relay")
+    w.hub.relay = relay
+    return relay
+
+
+def _peers(msgs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return of(msgs, "peer")
+
+
+async def _direct_pc(scene: Scene) -> tuple[str, Conn, str]:
+    share, s = await scene.to_live()
+    await scene.w.send(scene.a, "share_watch", share=share)
+    pc = _peer(drain(s))["pc"]
+    await scene.w.send(s, "offer", pc=pc, sdp=SDP)
+    scene.clear(scene.a, scene.v)
+    return share, s, pc
+
+
+def _assert_relayed(scene: Scene, share: str, s: Conn, relay: Conn, direct_pc: str) -> None:
+    """The direct pc is gone for both ends; sharer → relay → viewer pcs exist, marked relay."""
+    to_s, to_a, to_relay = drain(s), drain(scene.a), drain(relay)
+    gone = P.make("peer_gone", share=share, pc=direct_pc)
+    assert gone in to_s and gone in to_a
+    up = [(m["pc"], m["role"], m.get("via")) for m in _peers(to_s)]
+    down = [(m["pc"], m["role"], m.get("via")) for m in _peers(to_a)]
+    assert up == [(f"{share}.up", "offerer", "relay")]
+    assert down == [(f"{share}.{scene.a.id}.down", "answerer", "relay")]
+    assert sorted((m["pc"], m["role"]) for m in _peers(to_relay)) == sorted(
+        [(f"{share}.up", "answerer"), (f"{share}.{scene.a.id}.down", "offerer")]
+    )
+    # The gone pc comes before its replacements, so a page never holds two at once.
+    assert to_a.index(gone) < to_a.index(_peers(to_a)[0])
+    assert last_state(to_a)["path"] == "relay"
+
+
+async def test_failed_report_moves_the_share_to_the_relay(scene: Scene) -> None:
+    w = scene.w
+    relay = _relay(w)
+    share, s, pc = await _direct_pc(scene)
+    await w.send(scene.a, "peer_status", pc=pc, state="failed")
+    _assert_relayed(scene, share, s, relay, pc)
+    row = await w.store.get_share(share)
+    assert row is not None and row.path == "relay"
+    # Negotiation then runs between the relay and each end like between two browsers.
+    up, down = f"{share}.up", f"{share}.{scene.a.id}.down"
+    await w.send(s, "offer", pc=up, sdp=SDP)
+    assert drain(relay) == [P.make("offer", pc=up, sdp=SDP)]
+    await w.send(relay, "answer", pc=up, sdp=SDP + "a=r\r\n")
+    assert drain(s) == [P.make("answer", pc=up, sdp=SDP + "a=r\r\n")]
+    await w.send(relay, "offer", pc=down, sdp=SDP)
+    assert drain(scene.a) == [P.make("offer", pc=down, sdp=SDP)]
+    # The viewer cannot speak on the uplink, nor the sharer on the downlink.
+    assert await w.refused(scene.a, "ice", pc=up, candidate=CANDIDATE) == P.FORBIDDEN
+    assert await w.refused(s, "answer", pc=down, sdp=SDP) == P.FORBIDDEN
+    # The viewer's own stats (a direct pair, to the relay) do not change the path.
+    await w.send(scene.a, "share_path", share=share, path="direct")
+    assert drain(scene.a) == []
+    # A second failure report changes nothing: the share is relayed once.
+    assert await w.refused(s, "peer_status", pc=pc, state="failed") == P.NOT_FOUND
+
+
+async def test_no_media_within_the_deadline_falls_back(scene: Scene) -> None:
+    w = scene.w
+    relay = _relay(w)
+    share, s, pc = await _direct_pc(scene)
+    w.clock.advance(w.settings.relay_fallback_s - 0.01)
+    await w.hub.tick()
+    assert drain(s) == [] and drain(relay) == []
+    w.clock.advance(0.01)
+    await w.hub.tick()
+    _assert_relayed(scene, share, s, relay, pc)
+
+
+async def test_connected_viewer_keeps_the_direct_path(scene: Scene) -> None:
+    w = scene.w
+    relay = _relay(w)
+    share, s, pc = await _direct_pc(scene)
+    # The sharer's own "connected" is not proof that the viewer receives anything.
+    await w.send(s, "peer_status", pc=pc, state="connected")
+    await w.send(scene.a, "peer_status", pc=pc, state="connected")
+    w.clock.advance(60)
+    await w.hub.tick()
+    assert _peers(drain(s)) == [] and drain(relay) == []
+    assert of(drain(scene.a), "peer_gone") == []
+
+
+async def test_deadline_counts_from_the_first_offer(scene: Scene) -> None:
+    """A visitor who takes a minute to pick has not failed to connect."""
+    w = scene.w
+    relay = _relay(w)
+    share, s = await scene.to_waiting()
+    await w.send(scene.a, "share_watch", share=share)
+    pc = _peer(drain(s))["pc"]
+    w.clock.advance(100)
+    await w.hub.tick()
+    assert drain(relay) == []
+    await w.send(s, "share_media", share=share, surface="browser")
+    await w.send(s, "offer", pc=pc, sdp=SDP)
+    w.clock.advance(w.settings.relay_fallback_s)
+    await w.hub.tick()
+    assert len(_peers(drain(relay))) == 2
+
+
+async def test_relay_off_or_missing_reports_the_failure(world: World) -> None:
+    for relay_on in (False, True):
+        policy = "off" if relay_on else "auto"  # a relay that is off, or none running
+        settings = Settings.load(environ={"COVIEW_MEDIA_RELAY": policy})
+        world.hub.settings = settings
+        world.hub.relay = Conn(id="r", role="relay") if relay_on else None
+        alice = await world.user(f"Ann{relay_on}")
+        a = await world.agent(alice)
+        v = await world.visitor()
+        await world.chat(v, "hi", f"m{relay_on}")
+        conv = drain(v)[-1]["conversation"]
+        await world.send(a, "conversation_take", conversation=conv)
+        scene = Scene(world, alice, alice, a, a, v, conv)
+        share, s, pc = await _direct_pc(scene)
+        await world.send(a, "peer_status", pc=pc, state="failed")
+        st = last_state(drain(a))
+        assert st["note"] == "The direct media connection failed and no relay is available."
+        assert st.get("path") is None and _peers(drain(s)) == []
+        await world.send(s, "share_stop", share=share)
+
+
+async def test_always_relays_from_the_start_and_late_viewers_get_a_downlink(
+    world: World,
+) -> None:
+    world.hub.settings = Settings.load(environ={"COVIEW_MEDIA_RELAY": "always"})
+    relay = _relay(world)
+    alice = await world.user("Alice")
+    root = await world.user("Root", role="admin")
+    a = await world.agent(alice)
+    v = await world.visitor()
+    await world.chat(v, "hi", "m1")
+    conv = drain(v)[-1]["conversation"]
+    await world.send(a, "conversation_take", conversation=conv)
+    scene = Scene(world, alice, alice, a, a, v, conv)
+    share = await scene.request()
+    row = await world.store.get_share(share)
+    assert row is not None and row.path == "relay"
+    await world.send(a, "share_watch", share=share)
+    await world.send(v, "share_accept", share=share)
+    s = await world.sharer(share)
+    assert [(m["pc"], m.get("via")) for m in _peers(drain(s))] == [(f"{share}.up", "relay")]
+    assert [m["pc"] for m in _peers(drain(a))] == [f"{share}.{a.id}.down"]
+    admin = await world.agent(root)
+    await world.send(admin, "share_watch", share=share)
+    # One uplink for any number of viewers.
+    assert _peers(drain(s)) == []
+    assert [m["pc"] for m in _peers(drain(admin))] == [f"{share}.{admin.id}.down"]
+    assert sorted(m["pc"] for m in _peers(drain(relay))) == sorted(
+        [f"{share}.up", f"{share}.{a.id}.down", f"{share}.{admin.id}.down"]
+    )
+    # The end closes every pc, the relay's included.
+    await world.send(s, "share_stop", share=share)
+    gone = sorted(m["pc"] for m in of(drain(relay), "peer_gone"))
+    assert gone == sorted([f"{share}.up", f"{share}.{a.id}.down", f"{share}.{admin.id}.down"])
+
+
+async def test_relay_link_failure_is_reported_not_retried(scene: Scene) -> None:
+    w = scene.w
+    relay = _relay(w)
+    share, s, pc = await _direct_pc(scene)
+    await w.send(scene.a, "peer_status", pc=pc, state="failed")
+    scene.clear(scene.a, scene.v)
+    drain(s), drain(relay)
+    await w.send(relay, "peer_status", pc=f"{share}.up", state="failed")
+    st = last_state(drain(scene.a))
+    assert st["note"] == "The media connection failed, even through the server's relay."
+    assert st["state"] == "live" and st["path"] == "relay"
+    assert _peers(drain(s)) == [] and _peers(drain(relay)) == []
+
+
+async def test_peer_status_from_strangers_is_refused(scene: Scene) -> None:
+    w = scene.w
+    _relay(w)
+    share, s, pc = await _direct_pc(scene)
+    assert await w.refused(scene.b, "peer_status", pc=pc, state="failed") == P.FORBIDDEN
+    assert await w.refused(scene.v, "peer_status", pc=pc, state="failed") == P.FORBIDDEN
+    assert await w.refused(scene.a, "peer_status", pc="nope", state="failed") == P.NOT_FOUND
+    assert _peers(drain(s)) == []

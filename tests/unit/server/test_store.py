@@ -18,7 +18,16 @@ pytestmark = pytest.mark.anyio
 
 PW = "correct horse battery"
 T0 = 1_700_000_000.0
-TABLES = {"users", "auth_sessions", "visitors", "conversations", "messages", "shares"}
+TABLES = {
+    "users",
+    "auth_sessions",
+    "visitors",
+    "conversations",
+    "messages",
+    "shares",
+    "share_keys",
+    "company_settings",
+}
 
 
 async def _agent(store: Store, email: str = "agent@example.com", role: str = "agent") -> int:
@@ -40,7 +49,7 @@ async def test_open_creates_all_tables_and_is_rerunnable(db_url: str, tmp_path: 
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         assert TABLES | {"alembic_version"} == tables
-        assert version == "0001"
+        assert version == "0003"
         assert await store.count_users() == 1
     finally:
         await store.close()
@@ -523,6 +532,33 @@ async def test_share_token_hash_is_unique(store: Store) -> None:
 
 
 # --- several processes on one SQLite file -------------------------------------------------
+
+
+async def test_phone_conversation_and_share_key(store: Store) -> None:
+    agent = await _agent(store)
+    caller, conv = await store.create_phone_conversation(agent, now=T0)
+    assert (conv.channel, conv.status, conv.agent_id) == ("phone", "open", agent)
+    assert conv.visitor_id == caller.id
+    assert await store.visitor_by_secret("") is None  # nobody holds the caller's secret
+    with pytest.raises(StoreError):
+        await store.create_phone_conversation(9999)
+    chat_visitor, _ = await store.create_visitor()
+    assert (await store.open_conversation(chat_visitor.id)).channel == "chat"
+
+    share = await store.create_share(conv.id, agent, None, None, "requested", now=T0)
+    assert share.token_hash is None and share.token_expires_at is None
+    key = await store.create_share_key(share.id, "ab" * 32, T0 + 300, now=T0)
+    assert (key.wrong_attempts, key.used_at, key.locked_at) == (0, None, None)
+    with pytest.raises(StoreError):
+        await store.create_share_key(share.id, "cd" * 32, T0 + 300)  # one key per share
+    with pytest.raises(StoreError):
+        await store.create_share_key("no-such-share", "cd" * 32, T0 + 300)
+    key = await store.update_share_key(share.id, wrong_attempts=2)
+    key = await store.update_share_key(share.id, used_at=T0 + 10)
+    assert (key.wrong_attempts, key.used_at, key.locked_at) == (2, T0 + 10, None)
+    assert await store.get_share_key(share.id) == key
+    with pytest.raises(StoreError):
+        await store.update_share_key("no-such-share", used_at=T0)
 
 
 async def test_two_stores_on_one_file_do_not_trip_over_locks(db_url: str) -> None:
