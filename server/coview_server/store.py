@@ -648,49 +648,23 @@ class Store:
     async def create_phone_conversation(
         self, agent_id: int, now: float | None = None
     ) -> tuple[VisitorRow, ConversationRow]:
-        """A caller on the phone: a visitor and a conversation already held by the agent.
-
-        The caller never runs the widget, so the visitor's secret is drawn (the column
-        needs one) and thrown away: nobody can connect as this visitor.
-        """
-        t = _now(now)
-        visitor = Visitor(
-            id=secrets.token_urlsafe(12),
-            secret_hash=token_hash(new_token()),
-            created_at=t,
-            last_seen=t,
-            user_agent="",
-            browser="",
-            os="",
-            can_share=False,
-            share_reason=None,
-            current_page=None,
-        )
-        try:
-            async with self._tx() as s:
-                s.add(visitor)
-                await s.flush()
-                conv = Conversation(
-                    visitor_id=visitor.id,
-                    status="open",
-                    agent_id=agent_id,
-                    created_at=t,
-                    updated_at=t,
-                    channel="phone",
-                )
-                s.add(conv)
-                await s.flush()
-                return VisitorRow.of(visitor), ConversationRow.of(conv)
-        except IntegrityError:
-            raise StoreError("not_found", "unknown agent") from None
+        """A caller on the phone: a visitor and a conversation already held by the agent."""
+        return await self._held_conversation(agent_id, "phone", None, now)
 
     async def create_internal_conversation(
         self, agent_id: int, colleague_id: int, now: float | None = None
     ) -> ConversationRow:
-        """An agent asks a colleague to share their screen: a conversation held by the agent.
+        """An agent asks a colleague to share their screen: a conversation held by the agent."""
+        _, conv = await self._held_conversation(agent_id, "internal", colleague_id, now)
+        return conv
 
-        Like a phone caller, the colleague's side needs a visitor row (the column is
-        required); its secret is thrown away, so nobody can connect as it.
+    async def _held_conversation(
+        self, agent_id: int, channel: str, colleague_id: int | None, now: float | None
+    ) -> tuple[VisitorRow, ConversationRow]:
+        """A conversation whose other side never runs the widget (a caller, a colleague).
+
+        The visitor row is required by the schema; its secret is drawn and thrown away, so
+        nobody can connect as this visitor.
         """
         t = _now(now)
         visitor = Visitor(
@@ -715,12 +689,12 @@ class Store:
                     agent_id=agent_id,
                     created_at=t,
                     updated_at=t,
-                    channel="internal",
+                    channel=channel,
                     colleague_id=colleague_id,
                 )
                 s.add(conv)
                 await s.flush()
-                return ConversationRow.of(conv)
+                return VisitorRow.of(visitor), ConversationRow.of(conv)
         except IntegrityError:
             raise StoreError("not_found", "unknown agent") from None
 
