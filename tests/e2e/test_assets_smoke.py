@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import uvicorn
-from playwright.sync_api import Browser, ConsoleMessage, Page, Request, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request
 from starlette.applications import Starlette
 from starlette.routing import Mount, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -96,13 +96,14 @@ def origin() -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    with sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    # The session's Playwright (conftest): a second sync_playwright() in the same thread
+    # fails once the first has started.
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=LAUNCH_ARGS)
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 class PageWatch:

@@ -534,6 +534,8 @@ class Console:
             info["peer"] = None
         info["stream"] = None
         info["prev"] = None
+        if info["conversation"] == self.current:
+            el("stage").dataset.framesDecoded = "0"  # the count belongs to the dropped pc
 
     def render_share(self):
         rec = self.records.get(self.current) or {}
@@ -608,9 +610,9 @@ class Console:
                 elif q["path"] != info["path"] and q["path"] != "unknown":
                     info["path"] = q["path"]
                     self.channel.send(P.make("share_path", share=share_id, path=q["path"]))
-                if q["frames_decoded"] is not None:
-                    el("stage").dataset.framesDecoded = str(q["frames_decoded"])
                 if info["conversation"] == self.current:
+                    if q["frames_decoded"] is not None:
+                        el("stage").dataset.framesDecoded = str(q["frames_decoded"])
                     self.render_quality(q)
                 if info["peer"] is not None:
                     info["peer"].tick(ffi.now_ms() / 1000.0)
