@@ -220,6 +220,11 @@ async def _reader(websocket: WebSocket, hub: Hub, conn: Conn, settings: Settings
         else:
             try:
                 msg = P.decode(text, P.C2S)
+                if msg["type"] in ("ping", "pong"):
+                    # Liveness needs nothing of the hub: never queue it behind others' work.
+                    if msg["type"] == "ping":
+                        conn.send(P.make("pong", t=msg.get("t")))
+                    continue
                 await hub.handle(conn, msg)
                 continue
             except P.ProtocolError as exc:
