@@ -342,10 +342,27 @@ def decode(text: "str | bytes", direction: str) -> "dict[str, Any]":
     if size > MAX_MESSAGE_BYTES:
         raise ProtocolError(TOO_LARGE, "message larger than " + str(MAX_MESSAGE_BYTES) + " bytes")
     try:
-        msg = json.loads(text)
+        msg = _loads(text)
     except Exception:  # ValueError, RecursionError (CPython), RuntimeError (MicroPython)
         raise ProtocolError(BAD_JSON, "message is not valid JSON") from None
     return validate(msg, direction)
+
+
+def _not_json(name: str) -> "Any":
+    raise ValueError(name + " is not JSON")
+
+
+def _loads(text: str) -> "Any":
+    """``json.loads`` that refuses NaN and Infinity, as JSON (and MicroPython) do.
+
+    CPython takes those literals and would forward them in free-form fields to pages
+    that cannot parse them back.  MicroPython's ``json.loads`` has no ``parse_constant``
+    (a TypeError) and refuses the literals by itself.
+    """
+    try:
+        return json.loads(text, parse_constant=_not_json)
+    except TypeError:
+        return json.loads(text)
 
 
 def encode(msg: "dict[str, Any]") -> str:
