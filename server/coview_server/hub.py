@@ -101,6 +101,8 @@ class PeerLink:
     offered_at: float | None = None
     #: The answerer reported ICE connected (``peer_status``).
     connected: bool = False
+    #: When its ends last got ICE servers (their TURN credentials' age).
+    ice_at: float = 0.0
 
     def other(self, conn: Conn) -> Conn | None:
         if conn is self.offerer:
@@ -241,6 +243,7 @@ class Hub:
             for live in list(self.shares.values()):
                 live.session.tick(now)
                 await self._apply(live, ended_by="timeout")
+            self._refresh_ice(now)
             limit = self.settings.relay_fallback_s
             for live in list(self.shares.values()):
                 if live.relayed:
@@ -883,7 +886,9 @@ class Hub:
         self._open_link(live, f"{live.id}.{viewer.id}.down", relay, viewer, "relay")
 
     def _open_link(self, live: LiveShare, pc: str, offerer: Conn, answerer: Conn, via: str) -> None:
-        live.links[pc] = PeerLink(id=pc, offerer=offerer, answerer=answerer, via=via)
+        live.links[pc] = PeerLink(
+            id=pc, offerer=offerer, answerer=answerer, via=via, ice_at=self.clock()
+        )
         # Fresh ICE servers with every peer connection: TURN credentials minted at the
         # handshake may have expired in a console that stayed open all day.
         for end, role in ((offerer, OFFERER), (answerer, ANSWERER)):
@@ -891,6 +896,20 @@ class Hub:
             if via == "relay":
                 fields["via"] = via
             end.send(P.make("peer", share=live.id, pc=pc, role=role, **fields))
+
+    def _refresh_ice(self, now: float) -> None:
+        """New TURN credentials at half their lifetime, so a restart never uses dead ones."""
+        if not self.settings.turn_urls:
+            return
+        half = self.settings.turn_ttl_s / 2
+        for live in self.shares.values():
+            for link in live.links.values():
+                if now - link.ice_at < half:
+                    continue
+                link.ice_at = now
+                for end in (link.offerer, link.answerer):
+                    if end.role != "relay":
+                        end.send(P.make("peer_ice", pc=link.id, ice_servers=self._ice_for(end)))
 
     def _ice_for(self, end: Conn) -> list[dict[str, Any]]:
         if end.role == "relay":  # the relay is the reachable end: STUN at most, never TURN

@@ -225,6 +225,7 @@ MESSAGES: "dict[str, tuple[str, dict[str, Any]]]" = {
         },
     ),
     "peer_gone": (S2C, {"share": SHARE, "pc": PC}),
+    "peer_ice": (S2C, {"pc": PC, "ice_servers": _f(LIST, max_len=16)}),
     "peer_status": (C2S, {"pc": PC, "state": _f(STR, choices=PEER_STATES)}),
     "offer": (BOTH, {"pc": PC, "sdp": _f(STR, max_len=60000)}),
     "answer": (BOTH, {"pc": PC, "sdp": _f(STR, max_len=60000)}),

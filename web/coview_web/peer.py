@@ -36,10 +36,8 @@ class Peer:
         self.closed = False
         self._queue = []
         self._pumping = False
-        config = {"iceServers": ice_servers}
-        if ice_policy == "relay":
-            config["iceTransportPolicy"] = "relay"  # TURN only (welcome.info)
-        self.pc = js.RTCPeerConnection.new(ffi.to_js(config))
+        self.ice_policy = ice_policy
+        self.pc = js.RTCPeerConnection.new(ffi.to_js(self._config(ice_servers)))
         ffi.add_listener(self.pc, "icecandidate", self._on_candidate)
         ffi.add_listener(self.pc, "connectionstatechange", self._on_connection_state)
         ffi.add_listener(self.pc, "track", self._on_track)
@@ -62,6 +60,19 @@ class Peer:
         except NegotiationError as exc:
             js.console.warn("coview: " + exc.text)
         self._pump()
+
+    def set_ice(self, ice_servers):
+        """Fresh TURN credentials (``peer_ice``): the next ICE restart allocates with them."""
+        try:
+            self.pc.setConfiguration(ffi.to_js(self._config(ice_servers)))
+        except Exception as exc:
+            js.console.warn("coview: setConfiguration failed: " + ffi.js_error_text(exc))
+
+    def _config(self, ice_servers):
+        config = {"iceServers": ice_servers}
+        if self.ice_policy == "relay":
+            config["iceTransportPolicy"] = "relay"  # TURN only (welcome.info)
+        return config
 
     def replace_track(self, track):
         senders = self.pc.getSenders()

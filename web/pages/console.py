@@ -525,6 +525,13 @@ class Console:
 
     on_offer = on_answer = on_ice = on_restart = _peer_message
 
+    def on_peer_ice(self, msg):
+        for share_id in self.shares:
+            peer = self.shares[share_id]["peer"]
+            if peer is not None and peer.id == msg["pc"]:
+                peer.set_ice(msg["ice_servers"])
+                return
+
     def _drop_peer(self, share_id):
         info = self.shares.get(share_id)
         if info is None:

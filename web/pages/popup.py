@@ -127,6 +127,10 @@ def on_message(msg):
         peer = state["peers"].get(msg["pc"])
         if peer is not None:
             peer.remote(msg)
+    elif mtype == "peer_ice":
+        peer = state["peers"].get(msg["pc"])
+        if peer is not None:
+            peer.set_ice(msg["ice_servers"])
     elif mtype == "share_state":
         words = _PATH_WORDS.get(msg.get("path") or "")
         dom.show(path_line, words is not None and msg["state"] == "live")

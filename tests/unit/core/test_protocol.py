@@ -120,6 +120,7 @@ EXAMPLES = {
     },
     "peer_gone": {"share": "s-5b1c", "pc": "pc-1"},
     "peer_status": {"pc": "pc-1", "state": "connected"},
+    "peer_ice": {"pc": "pc-1", "ice_servers": [{"urls": ["turn:127.0.0.1:3478"]}]},
     "offer": {"pc": "pc-1", "sdp": SDP},
     "answer": {"pc": "pc-1", "sdp": SDP.replace("actpass", "active")},
     "ice": {"pc": "pc-1", "candidate": CANDIDATE},

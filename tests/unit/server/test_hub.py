@@ -943,6 +943,51 @@ async def test_each_peer_connection_gets_ice_servers_minted_for_its_end(scene: S
     assert answerer["ice_servers"][0]["username"] == "u-2"
 
 
+async def test_turn_credentials_are_renewed_at_half_their_lifetime(scene: Scene) -> None:
+    """A share that outlives its credentials can still ICE-restart through TURN."""
+    w = scene.w
+    w.hub.settings = Settings.load(
+        environ={
+            "COVIEW_TURN_URLS": "turn:127.0.0.1:3478",
+            "COVIEW_TURN_SECRETS": "s" * 32,
+            "COVIEW_TURN_TTL_S": "600",
+            "COVIEW_MEDIA_RELAY": "off",
+        }
+    )
+    minted = iter(range(1, 100))
+    w.hub.ice_servers = lambda conn: [{"urls": ["turn:x"], "username": f"u-{next(minted)}"}]
+    share, s, pc = await _direct_pc(scene)
+    await w.send(scene.a, "peer_status", pc=pc, state="connected")
+    drain(s), drain(scene.a)
+    w.clock.advance(299)
+    await w.hub.tick()
+    assert of(drain(s), "peer_ice") == [] and of(drain(scene.a), "peer_ice") == []
+    w.clock.advance(1)
+    await w.hub.tick()
+    to_s, to_a = of(drain(s), "peer_ice"), of(drain(scene.a), "peer_ice")
+    assert [m["pc"] for m in to_s + to_a] == [pc, pc]
+    assert {to_s[0]["ice_servers"][0]["username"], to_a[0]["ice_servers"][0]["username"]} == {
+        "u-3",
+        "u-4",
+    }
+    # Not again until another half lifetime has passed.
+    w.clock.advance(299)
+    await w.hub.tick()
+    assert of(drain(s), "peer_ice") == []
+    w.clock.advance(1)
+    await w.hub.tick()
+    assert len(of(drain(s), "peer_ice")) == 1
+
+
+async def test_no_renewal_without_turn(scene: Scene) -> None:
+    w = scene.w
+    share, s, pc = await _direct_pc(scene)
+    await w.send(scene.a, "peer_status", pc=pc, state="connected")
+    w.clock.advance(10 * 3600)
+    await w.hub.tick()
+    assert of(drain(s), "peer_ice") == [] and of(drain(scene.a), "peer_ice") == []
+
+
 # --- path selection: the relay fallback --------------------------------------------------
 
 
