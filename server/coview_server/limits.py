@@ -8,6 +8,10 @@
 * :class:`BodyLimit` is ASGI middleware that refuses HTTP request bodies over
   ``max_bytes`` with 413, before a form parser buffers them or spools them to disk.
   Coview's only request bodies are small forms (login, logout, phone share key).
+* :func:`fit_frame` keeps what the server sends within the protocol's own cap (64 KiB a
+  frame, and the table's list lengths), which every page's decoder enforces: a ``history``
+  keeps its newest messages and ``conversations`` its most recent items that fit; anything
+  else that does not fit is not sent.
 
 Behind a reverse proxy the address is the proxy's unless the server is told to trust its
 forwarding headers (uvicorn ``--proxy-headers``), as for ``security.AddressLimiter``.
@@ -15,9 +19,13 @@ forwarding headers (uvicorn ``--proxy-headers``), as for ``security.AddressLimit
 
 from __future__ import annotations
 
+from typing import Any
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["MAX_BODY_BYTES", "AddressGate", "BodyLimit"]
+from coview import protocol as P
+
+__all__ = ["MAX_BODY_BYTES", "AddressGate", "BodyLimit", "fit_frame"]
 
 #: Request bodies above this size get 413: every form Coview serves is far smaller.
 MAX_BODY_BYTES = 64 * 1024
@@ -132,3 +140,40 @@ async def _plain(send: Send, status: int, body: bytes) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+#: Server messages whose list may outgrow a frame: (field, keep the end of the list).
+#: ``history`` is oldest first (keep the newest), ``conversations`` most recent first.
+_TRIMMABLE = {"history": ("messages", True), "conversations": ("items", False)}
+
+
+def _fits(text: str) -> bool:
+    # ``protocol.encode`` writes ASCII (json.dumps escapes the rest): characters are bytes.
+    return len(text) <= P.MAX_MESSAGE_BYTES
+
+
+def fit_frame(msg: dict[str, Any]) -> str | None:
+    """``msg`` encoded within the protocol's limits, its list trimmed if need be; else None."""
+    text = P.encode(msg)
+    trim = _TRIMMABLE.get(msg["type"])
+    if trim is None:
+        return text if _fits(text) else None
+    name, keep_end = trim
+    items = list(msg[name])
+    cap = P.MESSAGES[msg["type"]][1][name][2] or len(items)
+    if _fits(text) and len(items) <= cap:
+        return text
+
+    def encoded(count: int) -> str:
+        kept = (items[len(items) - count :] if count else []) if keep_end else items[:count]
+        return P.encode(dict(msg, **{name: kept}))
+
+    lo, hi = 0, min(len(items), cap)  # the most items that fit: binary search
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _fits(encoded(mid)):
+            lo = mid
+        else:
+            hi = mid - 1
+    text = encoded(lo)
+    return text if _fits(text) else None

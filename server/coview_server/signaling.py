@@ -19,7 +19,7 @@ from coview import protocol as P, share as S
 from coview.liveness import DEAD, PING, Liveness
 
 from .hub import Conn, Hub, HubError
-from .limits import AddressGate
+from .limits import AddressGate, fit_frame
 from .security import check_origin
 from .settings import Settings
 from .store import Store
@@ -274,8 +274,12 @@ async def _writer(websocket: WebSocket, conn: Conn) -> None:
 async def _send(websocket: WebSocket, msg: dict[str, Any]) -> bool:
     if websocket.application_state != WebSocketState.CONNECTED:
         return False
+    text = fit_frame(msg)  # a frame over the cap would be refused by the page: never sent
+    if text is None:
+        log.warning("not sending a '%s' message larger than one frame", msg["type"])
+        return True
     try:
-        await websocket.send_text(P.encode(msg))
+        await websocket.send_text(text)
         return True
     except Exception:
         return False

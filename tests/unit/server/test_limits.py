@@ -19,7 +19,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from coview import protocol as P
-from coview_server.limits import AddressGate
+from coview_server.limits import AddressGate, fit_frame
 from coview_server.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -167,3 +167,51 @@ def test_a_connection_flood_from_one_address_is_refused(tmp_path: Path) -> None:
 
     # Refused attempts spend nothing: the bucket stays empty while the flood lasts.
     _run(make_settings(tmp_path, ws_address_rate=0.01, ws_address_burst=10), scenario)
+
+
+# --- frames the server sends stay within the protocol's cap ---------------------------------
+
+
+def _message(i: int, text: str) -> dict[str, Any]:
+    return {"id": i, "sender": "visitor", "text": text, "at": 1.0 + i, "client_id": f"c{i}"}
+
+
+def test_a_history_over_one_frame_keeps_its_newest_messages() -> None:
+    messages = [_message(i, f"{i} " + "x" * 3990) for i in range(40)]  # ~160 KB
+    text = fit_frame(P.make("history", conversation=7, messages=messages))
+    assert text is not None and len(text.encode()) <= P.MAX_MESSAGE_BYTES
+    kept = P.decode(text, P.S2C)["messages"]
+    assert 10 < len(kept) < 40
+    assert kept == messages[-len(kept) :]  # the newest, still oldest first
+
+
+def test_a_history_of_multibyte_text_is_measured_as_sent() -> None:
+    # Escaped on the wire (\\ud83d\\ude00: 12 bytes for one emoji), so fewer fit.
+    messages = [_message(i, "\U0001f600" * 4000) for i in range(10)]
+    text = fit_frame(P.make("history", conversation=7, messages=messages))
+    assert text is not None and len(text.encode()) <= P.MAX_MESSAGE_BYTES
+    kept = P.decode(text, P.S2C)["messages"]
+    assert kept == messages[-len(kept) :] and 0 < len(kept) < 2 * P.MAX_MESSAGE_BYTES // 48000
+
+
+def test_a_long_conversation_list_keeps_the_most_recent_and_the_table_s_length() -> None:
+    items = [{"id": i, "status": "waiting", "last_text": "y" * 140} for i in range(3000)]
+    text = fit_frame(P.make("conversations", items=items))
+    assert text is not None and len(text.encode()) <= P.MAX_MESSAGE_BYTES
+    kept = P.decode(text, P.S2C)["items"]
+    assert kept == items[: len(kept)] and 100 < len(kept) <= 1000
+    small = [{"id": i} for i in range(1500)]  # short items: the table's 1000 still holds
+    kept = P.decode(fit_frame(P.make("conversations", items=small)) or "", P.S2C)["items"]
+    assert kept == small[:1000]
+
+
+def test_frames_within_the_cap_are_sent_as_they_are() -> None:
+    msg = P.make("history", conversation=7, messages=[_message(1, "hello")])
+    assert fit_frame(msg) == P.encode(msg)
+    offer = P.make("offer", pc="p", sdp="v=0")
+    assert fit_frame(offer) == P.encode(offer)
+
+
+def test_anything_else_over_the_cap_is_not_sent() -> None:
+    # An offer whose sdp is within its 60 000 characters but escapes to far more bytes.
+    assert fit_frame(P.make("offer", pc="p", sdp="\u00e9" * 30000)) is None
