@@ -11,6 +11,7 @@ tests can create directly.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
@@ -58,6 +59,8 @@ class Conn:
     #: Closed by the server for its account (disabled, password reset): the endpoint
     #: closes the socket as soon as the last message is out.
     evicted: bool = False
+    #: A share window that came back with its resume credential (not its token).
+    resumed: bool = False
 
     def send(self, msg: dict[str, Any]) -> None:
         if self.closed:
@@ -103,6 +106,8 @@ class PeerLink:
     connected: bool = False
     #: When its ends last got ICE servers (their TURN credentials' age).
     ice_at: float = 0.0
+    #: The viewing agent's user id: who may claim this link back after a reconnect.
+    viewer: int | None = None
 
     def other(self, conn: Conn) -> Conn | None:
         if conn is self.offerer:
@@ -131,6 +136,8 @@ class LiveShare:
     key: PendingKey | None = None
     #: An internal share: the user id of the colleague asked to show their screen.
     colleague: int | None = None
+    #: Relayed peer connections that a restart killed: their ends are told when they return.
+    stale: list[str] = field(default_factory=list)
 
     @property
     def id(self) -> str:
@@ -162,22 +169,82 @@ class Hub:
         self.keyring = KeyRing(settings.share_key_digits)
         self.key_limiter = AddressLimiter(keys.ADDRESS_WINDOW_S, settings.share_key_address_limit)
         self._lock = asyncio.Lock()
+        #: Shares whose peer links changed since they were last written to the store.
+        self._dirty: set[str] = set()
 
     # -- connection life ----------------------------------------------------------------
 
     async def recover(self) -> None:
-        """Shares open when the server stopped cannot resume yet: end them honestly."""
+        """Bring back the shares a stop left open, with both parties away.
+
+        A share that was waiting for a pick or live, and whose window holds a resume
+        credential, waits ``resume_grace_s`` for its ends to reconnect (docs/protocol.md,
+        Reconnect and resume); any other ends honestly, since its invitation or token
+        lived only in the stopped process.
+        """
+        now = self.clock()
         for row in await self.store.open_shares():
-            await self.store.update_share(
-                row.id,
-                state=S.ENDED,
-                ended_at=self.wall(),
-                end_reason=S.SERVER_SHUTDOWN,
-                ended_by="server",
-            )
-            await self.store.add_message(
-                row.conversation_id, "system", _END_TEXT[S.SERVER_SHUTDOWN], now=self.wall()
-            )
+            conv = await self.store.get_conversation(row.conversation_id)
+            if conv is None or row.state not in (S.WAITING, S.LIVE) or row.resume_hash is None:
+                await self.store.update_share(
+                    row.id,
+                    state=S.ENDED,
+                    ended_at=self.wall(),
+                    end_reason=S.SERVER_SHUTDOWN,
+                    ended_by="server",
+                )
+                await self.store.add_message(
+                    row.conversation_id, "system", _END_TEXT[S.SERVER_SHUTDOWN], now=self.wall()
+                )
+                continue
+            session = self._session(now, row.state)
+            session.surface = row.surface
+            live = LiveShare(row=row, session=session, visitor_id=conv.visitor_id)
+            live.path = row.path
+            live.relayed = row.path == "relay"
+            if conv.channel == "internal":
+                live.colleague = conv.colleague_id
+            for entry in _links_of(row):
+                if entry["via"] != "direct":
+                    live.stale.append(entry["pc"])  # the relay's end died with its process
+                    continue
+                live.links[entry["pc"]] = PeerLink(
+                    id=entry["pc"],
+                    offerer=_gone("sharer"),
+                    answerer=_gone("agent"),
+                    offered=True,
+                    offered_at=now,
+                    connected=True,
+                    ice_at=now,
+                    viewer=entry["viewer"],
+                )
+            session.lost(S.SHARER, S.SHARER_LOST, now)
+            session.lost(S.VIEWER, S.REQUESTER_LEFT, now)
+            session.actions()
+            self.shares[row.id] = live
+            log.info("share %s: resumable for %.0f s", row.id, self.settings.resume_grace_s)
+
+    def _session(
+        self, now: float, state: str = S.REQUESTED, request_timeout: float | None = None
+    ) -> S.ShareSession:
+        session = S.ShareSession(
+            now,
+            state=state,
+            request_timeout=self.settings.share_request_timeout_s
+            if request_timeout is None
+            else request_timeout,
+            open_timeout=self.settings.share_open_timeout_s,
+            pick_timeout=self.settings.share_pick_timeout_s,
+            resume_timeout=self.settings.resume_grace_s,
+        )
+        session.actions()
+        return session
+
+    async def new_resume(self, share_id: str) -> str:
+        """A fresh resume credential for a share window, replacing its last one."""
+        credential = new_token()
+        await self.store.update_share(share_id, resume_hash=token_hash(credential))
+        return credential
 
     def conns_where(self, pred: Callable[[Conn], bool]) -> list[Conn]:
         return [c for c in self.conns.values() if pred(c)]
@@ -201,8 +268,10 @@ class Hub:
             if conn.role == "agent":
                 await self._send_permissions(conn)
                 await self._send_conversations(conn)
-                for live in self.shares.values():
+                for live in list(self.shares.values()):
                     if conn.user is not None and live.row.requested_by == conn.user.id:
+                        live.session.found(S.VIEWER, self.clock())
+                        await self._apply(live, ended_by="agent")
                         conn.send(self._state_msg(live))
                     elif conn.user is not None and live.colleague == conn.user.id:
                         self._send_invite_or_state(conn, live)
@@ -211,7 +280,9 @@ class Hub:
             elif conn.role == "sharer":
                 await self._sharer_joined(conn)
 
-    async def leave(self, conn: Conn) -> None:
+    async def leave(self, conn: Conn, left: bool = True) -> None:
+        """A socket ended. ``left``: the page closed it (window closed, reloaded); False:
+        its connection was lost, and the page may come back (Reconnect and resume)."""
         async with self._lock:
             self.conns.pop(conn.id, None)
             conn.close()
@@ -221,20 +292,28 @@ class Hub:
                     live.pending_viewers.remove(conn)
                 if live.sharer is conn:
                     live.sharer = None
-                    await self._end(live, S.SHARER_LEFT, "sharer", now)
+                    if left or live.row.resume_hash is None:
+                        await self._end(live, S.SHARER_LEFT, "sharer", now)
+                    else:
+                        live.session.lost(S.SHARER, S.SHARER_LOST, now)
+                        await self._apply(live, ended_by="sharer")
                     continue
                 was_viewer = False
                 for link in list(live.links.values()):
                     if link.answerer is conn:
-                        self._drop_link(live, link)
                         was_viewer = True
+                        if left:  # the page is gone, and its peer connection with it
+                            self._drop_link(live, link)
                 if conn.role == "agent" and conn.user is not None:
+                    # A reloaded console cannot be told from a closed one: wait for it.
                     if live.row.requested_by == conn.user.id and not self.agent_conns(conn.user.id):
-                        await self._end(live, S.REQUESTER_LEFT, "agent", now)
-                    elif was_viewer and live.session.state == S.LIVE and not live.links:
-                        await self._end(live, S.VIEWER_LEFT, "agent", now)
+                        live.session.lost(S.VIEWER, S.REQUESTER_LEFT, now)
+                    elif was_viewer and live.session.state == S.LIVE and not self._viewers(live):
+                        live.session.lost(S.VIEWER, S.VIEWER_LEFT, now)
+                    await self._apply(live, ended_by="agent")
             if conn.role == "visitor" and conn.visitor_id is not None:
                 await self._push_visitor_record(conn.visitor_id)
+            await self._save_links()
 
     async def tick(self) -> None:
         """Run share deadlines; called a few times a second by the app."""
@@ -242,7 +321,9 @@ class Hub:
             now = self.clock()
             for live in list(self.shares.values()):
                 live.session.tick(now)
-                await self._apply(live, ended_by="timeout")
+                await self._apply(
+                    live, ended_by=_ENDED_BY.get(live.session.reason or "", "timeout")
+                )
             self._refresh_ice(now)
             limit = self.settings.relay_fallback_s
             for live in list(self.shares.values()):
@@ -255,10 +336,14 @@ class Hub:
                         break
 
     async def shutdown(self) -> None:
+        """Stopping: shares the next start can resume stay open in the store (their
+        sockets were closed with 1012, so every page reconnects); the others end now."""
         async with self._lock:
             now = self.clock()
+            await self._save_links()
             for live in list(self.shares.values()):
-                await self._end(live, S.SERVER_SHUTDOWN, "server", now)
+                if live.session.state not in (S.WAITING, S.LIVE) or live.row.resume_hash is None:
+                    await self._end(live, S.SERVER_SHUTDOWN, "server", now)
 
     # -- messages -----------------------------------------------------------------------
 
@@ -273,7 +358,10 @@ class Hub:
         if handler is None:
             raise HubError(P.FORBIDDEN, f"a {conn.role} may not send '{mtype}'")
         async with self._lock:
-            await handler(self, conn, msg)
+            try:
+                await handler(self, conn, msg)
+            finally:
+                await self._save_links()
 
     async def _on_ping(self, conn: Conn, msg: dict[str, Any]) -> None:
         conn.send(P.make("pong", t=msg.get("t")))
@@ -437,13 +525,7 @@ class Hub:
         row = await self.store.create_share(
             conv.id, user.id, hashed, expires, S.REQUESTED, now=self.wall()
         )
-        session = S.ShareSession(
-            now,
-            request_timeout=request_timeout,
-            open_timeout=self.settings.share_open_timeout_s,
-            pick_timeout=self.settings.share_pick_timeout_s,
-        )
-        session.actions()
+        session = self._session(now, request_timeout=request_timeout)
         live = LiveShare(row=row, session=session, visitor_id=conv.visitor_id, token=token)
         if self.settings.media_relay == "always" and self.relay is not None:
             live.relayed = True  # audit or recording wants every byte through the server
@@ -454,9 +536,22 @@ class Hub:
 
     async def _on_share_watch(self, conn: Conn, msg: dict[str, Any]) -> None:
         live = self._share_for_agent(conn, msg["share"])
+        user = self._user(conn)
         for link in live.links.values():
             if link.answerer is conn:
                 return
+        kept = live.links.get(msg.get("pc") or "")
+        if kept is not None and kept.answerer.closed and kept.viewer == user.id:
+            kept.answerer = conn  # a console that reconnected with its peer connection alive
+            live.session.found(S.VIEWER, self.clock())
+            await self._apply(live, ended_by="agent")
+            conn.send(self._state_msg(live))
+            return
+        for link in list(live.links.values()):
+            if link.answerer.closed and link.viewer == user.id:
+                self._drop_link(live, link)  # its console end is gone: the sharer drops it too
+        live.session.found(S.VIEWER, self.clock())
+        await self._apply(live, ended_by="agent")
         if live.sharer is not None:
             self._link(live, conn)
         elif conn not in live.pending_viewers:
@@ -480,15 +575,36 @@ class Hub:
             conn.send(P.error(P.ENDED, "This screen share has ended.", fatal=True))
             conn.close()
             return
-        live.sharer = conn
         now = self.clock()
-        self._step(lambda: live.session.sharer_joined(now))
-        await self._apply(live, ended_by="sharer")
+        if conn.resumed:
+            self._sharer_resumed(live, conn)
+            live.session.found(S.SHARER, now)
+            await self._apply(live, ended_by="sharer")
+            conn.send(self._state_msg(live))
+        else:
+            live.sharer = conn
+            self._step(lambda: live.session.sharer_joined(now))
+            await self._apply(live, ended_by="sharer")
         live.token = None
         for viewer in live.pending_viewers:
             if not viewer.closed:
                 self._link(live, viewer)
         live.pending_viewers = []
+
+    def _sharer_resumed(self, live: LiveShare, conn: Conn) -> None:
+        """The share window is back on a new socket: route its peer links to it."""
+        old = live.sharer
+        if old is not None and old is not conn:
+            # The old socket is half-open (its death not noticed yet): this one replaces it.
+            log.info("share %s: window resumed on %s, replacing %s", live.id, conn.id, old.id)
+            old.close()
+        live.sharer = conn
+        for link in live.links.values():
+            if link.offerer.role == "sharer":
+                link.offerer = conn
+        for pc in live.stale:
+            conn.send(P.make("peer_gone", share=live.id, pc=pc))
+        live.stale = []
 
     async def _on_share_media(self, conn: Conn, msg: dict[str, Any]) -> None:
         live = self._share_for_sharer(conn, msg["share"])
@@ -886,9 +1002,11 @@ class Hub:
         self._open_link(live, f"{live.id}.{viewer.id}.down", relay, viewer, "relay")
 
     def _open_link(self, live: LiveShare, pc: str, offerer: Conn, answerer: Conn, via: str) -> None:
+        viewer = answerer.user.id if answerer.user is not None else None
         live.links[pc] = PeerLink(
-            id=pc, offerer=offerer, answerer=answerer, via=via, ice_at=self.clock()
+            id=pc, offerer=offerer, answerer=answerer, via=via, ice_at=self.clock(), viewer=viewer
         )
+        self._dirty.add(live.id)
         # Fresh ICE servers with every peer connection: TURN credentials minted at the
         # handshake may have expired in a console that stayed open all day.
         for end, role in ((offerer, OFFERER), (answerer, ANSWERER)):
@@ -935,9 +1053,13 @@ class Hub:
         for link in list(live.links.values()):
             self._drop_link(live, link)
         await self.store.update_share(live.id, path="relay")
-        if live.sharer is not None:
-            for viewer in viewers:
+        for viewer in viewers:
+            if viewer.closed:
+                continue
+            if live.sharer is not None:
                 self._link(live, viewer)
+            elif viewer not in live.pending_viewers:
+                live.pending_viewers.append(viewer)  # linked when the window is back
         self._broadcast_state(live)
 
     async def _on_peer_status(self, conn: Conn, msg: dict[str, Any]) -> None:
@@ -963,6 +1085,7 @@ class Hub:
 
     def _drop_link(self, live: LiveShare, link: PeerLink) -> None:
         live.links.pop(link.id, None)
+        self._dirty.add(live.id)
         for end in (link.offerer, link.answerer):
             end.send(P.make("peer_gone", share=live.id, pc=link.id))
 
@@ -973,7 +1096,11 @@ class Hub:
             return
         now = self.wall()
         fields: dict[str, Any] = {"state": live.session.state}
-        for _, state, reason in changes:
+        states = [(c[1], c[2]) for c in changes if c[0] == "state"]
+        if not states:  # only a party lost or found: nothing stored changes
+            self._broadcast_state(live)
+            return
+        for state, reason in states:
             if state == S.ACCEPTED:
                 fields["accepted_at"] = now
             elif state == S.LIVE and live.row.started_at is None:
@@ -1007,7 +1134,25 @@ class Hub:
             path=live.path,
             note=live.note,
             colleague=live.colleague,
+            away=sorted(live.session.away),
         )
+
+    def _viewers(self, live: LiveShare) -> list[Conn]:
+        """The viewers still connected (a lost one keeps its link until it comes back)."""
+        return [c for c in live.viewers() if not c.closed]
+
+    async def _save_links(self) -> None:
+        """Write changed peer links to the store: what a restarted server rebinds."""
+        dirty, self._dirty = self._dirty, set()
+        for share_id in dirty:
+            live = self.shares.get(share_id)
+            if live is None:
+                continue
+            links = [
+                {"pc": link.id, "via": link.via, "viewer": link.viewer}
+                for link in live.links.values()
+            ]
+            live.row = await self.store.update_share(share_id, links=json.dumps(links))
 
     def _share_audience(self, live: LiveShare) -> list[Conn]:
         seen: dict[str, Conn] = {}
@@ -1172,6 +1317,31 @@ class Hub:
     _handlers: dict[tuple[str, str], Callable[[Hub, Conn, dict[str, Any]], Any]] = {}
 
 
+def _gone(role: str) -> Conn:
+    """A closed stand-in for an end that a restart disconnected, until it comes back."""
+    conn = Conn(id="gone", role=role)
+    conn.close()
+    return conn
+
+
+def _links_of(row: ShareRow) -> list[dict[str, Any]]:
+    """The stored peer links of a share, skipping anything malformed (never trust a row)."""
+    try:
+        entries = json.loads(row.links or "[]")
+    except ValueError:
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [
+        e
+        for e in entries
+        if isinstance(e, dict)
+        and isinstance(e.get("pc"), str)
+        and e.get("via") in ("direct", "relay")
+        and (e.get("viewer") is None or isinstance(e.get("viewer"), int))
+    ]
+
+
 def _visitor_label(browser: str | None, visitor_id: str, channel: str = "chat") -> str:
     who = "Phone caller" if channel == "phone" else "Visitor"
     return f"{who} {visitor_id[:6]}" + (f" · {browser}" if browser else "")
@@ -1185,11 +1355,15 @@ def _end_text(live: LiveShare) -> str:
     return _END_TEXT.get(reason, "The screen share ended.")
 
 
+#: Who ended a share whose party did not come back in time.
+_ENDED_BY = {S.SHARER_LOST: "sharer", S.REQUESTER_LEFT: "agent", S.VIEWER_LEFT: "agent"}
+
 _END_TEXT = {
     S.DECLINED: "The screen share request was declined.",
     S.STOPPED_BY_SHARER: "The visitor stopped sharing their screen.",
     S.STOPPED_BY_VIEWER: "The agent stopped the screen share.",
     S.SHARER_LEFT: "The screen share window was closed; the share ended.",
+    S.SHARER_LOST: "The screen share window lost its connection and did not come back.",
     S.VIEWER_LEFT: "The agent left; the screen share ended.",
     S.REQUESTER_LEFT: "The agent left; the screen share ended.",
     S.REQUEST_TIMEOUT: "The screen share request expired without an answer.",

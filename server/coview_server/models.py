@@ -213,6 +213,12 @@ class Share(Base):
     ended_by: Mapped[str | None] = mapped_column(String(MAX_ENDED_BY))
     surface: Mapped[str | None] = mapped_column(String(MAX_SURFACE))
     path: Mapped[str | None] = mapped_column(String(MAX_PATH))
+    #: The share window's resume credential, hashed like the token (docs/protocol.md,
+    #: Reconnect and resume): it outlives a server restart, the window's socket may not.
+    resume_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    #: The share's peer connections as JSON ``[{"pc", "via", "viewer"}]``: what a
+    #: restarted server rebinds when both ends come back.
+    links: Mapped[str | None] = mapped_column(Text)
 
 
 class ShareKey(Base):
@@ -365,6 +371,8 @@ class ShareRow:
     ended_by: str | None
     surface: str | None
     path: str | None
+    resume_hash: str | None
+    links: str | None
 
     @classmethod
     def of(cls, s: Share) -> ShareRow:
@@ -384,6 +392,8 @@ class ShareRow:
             ended_by=s.ended_by,
             surface=s.surface,
             path=s.path,
+            resume_hash=s.resume_hash,
+            links=s.links,
         )
 
 

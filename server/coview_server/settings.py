@@ -80,6 +80,10 @@ class Settings:
     share_request_timeout_s: float = 120.0
     share_open_timeout_s: float = 60.0
     share_pick_timeout_s: float = 300.0
+    #: Seconds a share waits for a party whose connection dropped (the share window, or
+    #: the agent's console: a reload) before it ends; also how long shares stay resumable
+    #: after a server restart (docs/protocol.md, Reconnect and resume).
+    resume_grace_s: float = 20.0
     #: Digits of the key an agent reads to a phone caller (``coview_server.keys``).
     share_key_digits: int = DEFAULT_DIGITS
     #: Seconds a phone share key stays valid; the share waits for the caller this long.
@@ -107,6 +111,8 @@ class Settings:
             raise ValueError("ice_transport_policy must be 'all' or 'relay'")
         if self.media_relay not in ("auto", "always", "off"):
             raise ValueError("media_relay must be 'auto', 'always' or 'off'")
+        if not 0 < self.resume_grace_s <= 600:
+            raise ValueError("resume_grace_s must be more than 0 and at most 600 seconds")
         if self.relay_fallback_s <= 0:
             raise ValueError("relay_fallback_s must be positive")
         if not MIN_DIGITS <= self.share_key_digits <= MAX_DIGITS:

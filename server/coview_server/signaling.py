@@ -32,6 +32,7 @@ HANDSHAKE_TIMEOUT_S = 10.0
 MAX_ERRORS = 50
 
 WS_1000_NORMAL = 1000
+WS_1001_GOING_AWAY = 1001
 WS_1008_POLICY = 1008
 WS_1009_TOO_BIG = 1009
 WS_1011_INTERNAL = 1011
@@ -102,15 +103,19 @@ async def _serve(websocket: WebSocket, hub: Hub, settings: Settings, store: Stor
         return
     writer = asyncio.create_task(_writer(websocket, conn))
     close_code = WS_1000_NORMAL
+    # Whether the page itself left (closed, reloaded) or its connection was lost: a lost
+    # share window or console may come back (docs/protocol.md, Reconnect and resume).
+    left = True
     try:
         await hub.join(conn)
-        close_code = await _reader(websocket, hub, conn, settings)
-    except WebSocketDisconnect:
-        pass
+        close_code, left = await _reader(websocket, hub, conn, settings)
+    except WebSocketDisconnect as exc:
+        left = exc.code in (WS_1000_NORMAL, WS_1001_GOING_AWAY)
     except Exception:  # a bug must cost one socket, never the server
         log.exception("signaling failure on %s", conn.id)
+        left = False  # the page did nothing wrong: let it resume
     finally:
-        await hub.leave(conn)
+        await hub.leave(conn, left=left)
         conn.close()
         try:
             await asyncio.wait_for(writer, 2.0)
@@ -156,7 +161,16 @@ async def _handshake(websocket: WebSocket, hub: Hub, store: Store, settings: Set
         conn.visitor_id = visitor.id
         info["visitor"] = visitor.id
     else:
-        conn.share_id = await _claim_share(hub, store, msg.get("token"))
+        resume = msg.get("resume")
+        if resume:
+            fresh = new_token()
+            conn.share_id = await _resume_share(hub, store, resume, fresh)
+            conn.resumed = True
+            info["resumed"] = True
+            info["resume"] = fresh
+        else:
+            conn.share_id = await _claim_share(hub, store, msg.get("token"))
+            info["resume"] = await hub.new_resume(conn.share_id)
         live = hub.shares[conn.share_id]
         info["share"] = conn.share_id
         info["conversation"] = live.row.conversation_id
@@ -195,8 +209,21 @@ async def _claim_share(hub: Hub, store: Store, token: str | None) -> str:
     return row.id
 
 
-async def _reader(websocket: WebSocket, hub: Hub, conn: Conn, settings: Settings) -> int:
-    """Serve the socket until it ends; returns the close code to send."""
+async def _resume_share(hub: Hub, store: Store, credential: str, fresh: str) -> str:
+    """Spend a share window's resume credential; the window gets ``fresh`` instead."""
+    row = await store.swap_resume_hash(token_hash(credential), token_hash(fresh))
+    if row is None:
+        raise Refused(P.UNAUTHORIZED, "this share window can no longer resume")
+    if row.ended_at is not None or row.id not in hub.shares:
+        raise Refused(P.ENDED, "this screen share has already ended")
+    return row.id
+
+
+async def _reader(
+    websocket: WebSocket, hub: Hub, conn: Conn, settings: Settings
+) -> tuple[int, bool]:
+    """Serve the socket until it ends; returns the close code to send, and whether the
+    page left (False: its connection was lost)."""
     loop = asyncio.get_running_loop()
     bucket = TokenBucket(settings.ws_rate, settings.ws_burst, loop.time())
     alive = Liveness(loop.time())
@@ -210,7 +237,7 @@ async def _reader(websocket: WebSocket, hub: Hub, conn: Conn, settings: Settings
                 conn.send(P.make("ping"))
             elif verdict == DEAD:
                 log.info("closing %s: silent for %.0f s", conn.id, alive.dead_after)
-                return WS_1000_NORMAL
+                return WS_1000_NORMAL, False
             continue
         now = loop.time()
         alive.heard(now)
@@ -231,16 +258,16 @@ async def _reader(websocket: WebSocket, hub: Hub, conn: Conn, settings: Settings
                 errors += 1
                 conn.send(P.error(exc.code, exc.text, exc.ref))
                 if exc.code == P.TOO_LARGE:
-                    return WS_1009_TOO_BIG
+                    return WS_1009_TOO_BIG, True
             except HubError as exc:
                 errors += 1
                 conn.send(P.error(exc.code, exc.text, fatal=exc.fatal))
                 if exc.fatal:
-                    return WS_1000_NORMAL
+                    return WS_1000_NORMAL, True
         if errors > MAX_ERRORS:
             conn.send(P.error(P.RATE_LIMITED, "too many refused messages", fatal=True))
-            return WS_1000_NORMAL
-    return WS_1000_NORMAL
+            return WS_1000_NORMAL, True
+    return WS_1000_NORMAL, True
 
 
 async def _receive_text(websocket: WebSocket) -> str:

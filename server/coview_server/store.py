@@ -119,6 +119,8 @@ _SHARE_MUTABLE = frozenset(
         "ended_by",
         "surface",
         "path",
+        "resume_hash",
+        "links",
     }
 )
 _SHARE_TRUNCATE = {
@@ -916,6 +918,24 @@ class Store:
         async with self._tx() as s:
             share = await s.scalar(select(Share).where(Share.token_hash == token_hash))
             return None if share is None else ShareRow.of(share)
+
+    async def swap_resume_hash(self, old_hash: str, new_hash: str) -> ShareRow | None:
+        """Spend a share window's resume credential for a new one (a compare-and-set):
+        of two sockets presenting the same credential, exactly one gets the share."""
+        async with self._tx() as s:
+            share = await s.scalar(select(Share).where(Share.resume_hash == old_hash))
+            if share is None:
+                return None
+            result = await s.execute(
+                update(Share)
+                .where(Share.id == share.id, Share.resume_hash == old_hash)
+                .values(resume_hash=new_hash)
+                .execution_options(synchronize_session=False)
+            )
+            if _rowcount(result) != 1:
+                return None
+            await s.refresh(share)
+            return ShareRow.of(share)
 
     async def update_share(self, share_id: str, **fields: Any) -> ShareRow:
         """Set any of the share's mutable columns. Identity columns (id,

@@ -11,6 +11,7 @@ import time
 
 from playwright.sync_api import expect
 
+from .conftest import make_server
 from .flows import assert_sees_shop, go_live, start_chat
 
 
@@ -117,12 +118,22 @@ def test_decline_is_shown_to_the_agent(contexts, server):
     expect(agent.page.get_by_role("button", name="Request screen share")).to_be_enabled()
 
 
-def test_closing_the_agent_tab_ends_the_share_and_tells_the_visitor(contexts, server):
-    visitor, agent, _ = start_chat(contexts(), contexts(), server)
-    popup = go_live(visitor, agent)
-    agent.page.close()
-    expect(popup.get_by_role("status")).to_contain_text("The agent left", timeout=2000)
-    expect(visitor.widget.get_by_role("log")).to_contain_text("The agent left")
+def test_closing_the_agent_tab_ends_the_share_and_tells_the_visitor(contexts, tmp_path):
+    """A closed console cannot be told from a reloading one: the visitor hears at once
+    that the agent dropped, and the share ends when the grace (here 4 s) runs out."""
+    server = make_server(tmp_path, COVIEW_RESUME_GRACE_S="4")
+    try:
+        visitor, agent, _ = start_chat(contexts(), contexts(), server)
+        popup = go_live(visitor, agent)
+        agent.page.close()
+        status = popup.get_by_role("status")
+        expect(status).to_contain_text("The agent's connection dropped", timeout=2000)
+        closed_at = time.monotonic()
+        expect(status).to_contain_text("The agent left", timeout=4000 + 2000)
+        assert time.monotonic() - closed_at > 2.0  # not before the grace
+        expect(visitor.widget.get_by_role("log")).to_contain_text("The agent left")
+    finally:
+        server.stop()
 
 
 def test_a_share_link_works_once(contexts, server):

@@ -116,6 +116,7 @@ MESSAGES: "dict[str, tuple[str, dict[str, Any]]]" = {
             "versions": _f(LIST, max_len=8),
             "role": _f(STR, choices=ROLES),
             "token": _f(STR, required=False, max_len=256),
+            "resume": _f(STR, required=False, max_len=64),
         },
     ),
     "welcome": (
@@ -184,7 +185,7 @@ MESSAGES: "dict[str, tuple[str, dict[str, Any]]]" = {
     ),
     "share_accept": (C2S, {"share": SHARE}),
     "share_decline": (C2S, {"share": SHARE}),
-    "share_watch": (C2S, {"share": SHARE}),
+    "share_watch": (C2S, {"share": SHARE, "pc": _f(STR, required=False, max_len=128)}),
     "share_media": (C2S, {"share": SHARE, "surface": _f(STR, choices=SURFACES)}),
     "share_pick_failed": (
         C2S,
@@ -203,6 +204,7 @@ MESSAGES: "dict[str, tuple[str, dict[str, Any]]]" = {
             "path": _f(STR, required=False, max_len=16, nullable=True),
             "note": _f(STR, required=False, max_len=256, nullable=True),
             "colleague": _f(INT, required=False, nullable=True),
+            "away": _f(LIST, required=False, max_len=2),
         },
     ),
     # An agent asks a colleague (another agent) to share their screen.

@@ -6,7 +6,13 @@ so the same code serves a visitor showing their screen to an agent, an agent sho
 theirs to a visitor, and a presenter sharing to a meeting.
 
 Feed it events with ``now`` (seconds, any monotonic origin) and drain ``actions()``:
-``("state", state, reason)`` each time the state changes.
+``("state", state, reason)`` each time the state changes, ``("away", party, bool)`` each
+time a party's connection is lost or found again.
+
+A party whose signaling connection dropped is *away*, not gone: media may still flow
+between the pages while signaling is down (a server restart, a Wi-Fi blink, an agent
+reloading their tab), so the share keeps its state until the party is found again or
+``resume_timeout`` passes; only then does it end, with the reason given when it was lost.
 """
 
 TYPE_CHECKING = False
@@ -32,12 +38,18 @@ REQUEST_TIMEOUT = "request_timeout"
 OPEN_TIMEOUT = "open_timeout"
 PICK_TIMEOUT = "pick_timeout"
 SERVER_SHUTDOWN = "server_shutdown"
+SHARER_LOST = "sharer_lost"  # the share window's connection dropped and did not come back
 KEY_LOCKED = "key_locked"  # the key a phone caller types was locked by wrong attempts
 
 # Default deadlines, seconds.
 REQUEST_TIMEOUT_S = 120.0
 OPEN_TIMEOUT_S = 60.0
 PICK_TIMEOUT_S = 300.0
+RESUME_TIMEOUT_S = 20.0
+
+SHARER = "sharer"
+VIEWER = "viewer"
+PARTIES = (SHARER, VIEWER)
 
 _TRANSITIONS = {
     REQUESTED: (ACCEPTED, WAITING, ENDED),
@@ -65,6 +77,7 @@ class ShareSession:
         request_timeout: float = REQUEST_TIMEOUT_S,
         open_timeout: float = OPEN_TIMEOUT_S,
         pick_timeout: float = PICK_TIMEOUT_S,
+        resume_timeout: float = RESUME_TIMEOUT_S,
     ) -> None:
         if state not in STATES:
             raise ValueError("unknown share state " + state)
@@ -78,6 +91,9 @@ class ShareSession:
             ACCEPTED: (open_timeout, OPEN_TIMEOUT),
             WAITING: (pick_timeout, PICK_TIMEOUT),
         }
+        self.resume_timeout = resume_timeout
+        #: party -> (since, the end reason should it not come back)
+        self.away: dict[str, tuple[float, str]] = {}
         self._actions: list[tuple[Any, ...]] = []
 
     # -- events -------------------------------------------------------------------------
@@ -117,17 +133,43 @@ class ShareSession:
         if self.state != ENDED:
             self._end(reason, now)
 
+    def lost(self, party: str, reason: str, now: float) -> None:
+        """``party``'s connection dropped: wait ``resume_timeout`` for it, then end."""
+        if party not in PARTIES:
+            raise ValueError("unknown party " + party)
+        if self.state == ENDED or party in self.away:
+            return
+        self.away[party] = (now, reason)
+        self._actions.append(("away", party, True))
+
+    def found(self, party: str, now: float) -> None:
+        """``party`` is connected again: the share goes on as it was."""
+        if self.state != ENDED and self.away.pop(party, None) is not None:
+            self._actions.append(("away", party, False))
+
     def tick(self, now: float) -> None:
-        limit = self.timeouts.get(self.state)
-        # Compare with the same sum deadline() returns: ``now - since >= limit`` can be
+        # Compare with the same sums deadline() returns: ``now - since >= limit`` can be
         # False at ``now == since + limit`` through float rounding (0.7 + 0.1 - 0.7 < 0.1).
+        for party in PARTIES:
+            lost = self.away.get(party)
+            if lost is not None and now >= lost[0] + self.resume_timeout:
+                self._end(lost[1], now)
+                return
+        limit = self.timeouts.get(self.state)
         if limit is not None and now >= self.since + limit[0]:
             self._end(limit[1], now)
 
     def deadline(self) -> "float | None":
         """When ``tick`` next has something to do, so callers can sleep until then."""
+        if self.state == ENDED:
+            return None
         limit = self.timeouts.get(self.state)
-        return None if limit is None else self.since + limit[0]
+        times = [self.since + limit[0]] if limit is not None else []
+        for party in PARTIES:
+            lost = self.away.get(party)
+            if lost is not None:
+                times.append(lost[0] + self.resume_timeout)
+        return min(times) if times else None
 
     # -- output -------------------------------------------------------------------------
 
@@ -157,6 +199,7 @@ class ShareSession:
         self._actions.append(("state", state, None))
 
     def _end(self, reason: str, now: float) -> None:
+        self.away = {}
         self.reason = reason
         self.state = ENDED
         self.since = now

@@ -100,6 +100,8 @@ class Console:
         words = {
             "connecting": "Connecting…",
             "open": "Connected",
+            # Shares keep running: their peer connections do not need the socket.
+            "reconnecting": "Connection lost: reconnecting…",
             "closed": "Disconnected: reload the page to reconnect.",
         }
         dom.text(el("conn-status"), words.get(value, value))
@@ -119,6 +121,13 @@ class Console:
         self.ice = msg["ice_servers"]
         self.ice_policy = msg["info"].get("ice_transport_policy", "all")
         self.me = msg["info"]["user"]
+        if self.channel.reconnected:
+            # Back after a lost connection: watch again (naming the peer connections we
+            # still hold) when the server replays each share's state, and catch up on chat.
+            for share_id in self.shares:
+                self.shares[share_id]["watched"] = False
+            if self.current is not None:
+                self.channel.send(P.make("conversation_open", conversation=self.current))
 
     def on_error(self, msg):
         dom.text(el("conn-status"), msg["text"])
@@ -149,6 +158,13 @@ class Console:
         for item in msg["items"]:
             self.conversations[item["id"]] = item
         self.render_list()
+        if self.current is None:
+            # A reloaded tab returns to where it was (and so to a running share).
+            last = _session_get("coview.console.current")
+            if last is not None and last.isdigit() and int(last) in self.conversations:
+                self.open(int(last))
+                if _session_get("coview.console.tab") == "share":
+                    self.select_tab("share")
 
     def visible(self, item):
         return (
@@ -205,6 +221,7 @@ class Console:
 
     def open(self, conv_id):
         self.current = conv_id
+        _session_set("coview.console.current", str(conv_id))
         self.seen = {}
         dom.clear(el("chat-log"))
         dom.show(el("conv-view"), True)
@@ -462,10 +479,14 @@ class Console:
         info["reason"] = msg.get("reason")
         info["surface"] = msg.get("surface")
         info["note"] = msg.get("note")
+        info["away"] = msg.get("away") or []
         if msg["state"] in ("accepted", "waiting", "live") and not info["watched"]:
             # Activate our side of the connection: the visitor's window will offer to us.
             info["watched"] = True
-            self.channel.send(P.make("share_watch", share=share_id))
+            watch = P.make("share_watch", share=share_id)
+            if info["peer"] is not None:
+                watch["pc"] = info["peer"].id  # still alive: the server keeps it
+            self.channel.send(watch)
         if msg["state"] != "requested":
             self.keys.pop(share_id, None)  # entered, or dead: never shown again
         if msg["state"] == "ended":
@@ -584,6 +605,8 @@ class Console:
             words += " They share " + SURFACE_WORDS.get(info["surface"], "a screen") + "."
         if info.get("note"):
             words += " " + info["note"]
+        if "sharer" in info.get("away", []):
+            words += " Their connection dropped; waiting for it to come back."
         dom.text(el("share-state"), words)
         dom.show(request, False)
         dom.show(el("share-stop"), True)
@@ -656,6 +679,7 @@ class Console:
         return handler
 
     def select_tab(self, name):
+        _session_set("coview.console.tab", name)
         for other in ("details", "share"):
             tab = el("tab-" + other)
             tab.setAttribute("aria-selected", "true" if other == name else "false")
@@ -698,6 +722,21 @@ class Console:
     def _reply_keys(self, event):
         if str(event.key) == "Enter" and not event.shiftKey:
             self.send_reply(event)
+
+
+def _session_get(key):
+    try:
+        value = js.window.sessionStorage.getItem(key)
+        return None if ffi.is_none(value) else str(value)
+    except Exception:  # storage may be disabled
+        return None
+
+
+def _session_set(key, value):
+    try:
+        js.window.sessionStorage.setItem(key, value)
+    except Exception:
+        pass
 
 
 app = Console()

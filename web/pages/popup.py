@@ -32,6 +32,7 @@ state = {
     "ended": False,
     "ice": [],
     "ice_policy": "all",
+    "can": False,  # this browser can capture (known from the welcome on)
 }
 
 _END_WORDS = {
@@ -97,9 +98,22 @@ def start_peer(msg):
     peer.start()
 
 
+def sharing_words(away=None):
+    """What the status line says while the share runs, the agent there or not."""
+    if state["stream"] is None:
+        return "Ready when you are."
+    if away and "viewer" in away:
+        return "The agent's connection dropped; waiting for them. You are still sharing."
+    return "You are sharing your screen."
+
+
 def on_message(msg):
     mtype = msg["type"]
-    if mtype == "welcome":
+    if mtype == "welcome" and channel.reconnected:
+        # Back after a lost connection: the capture and the peer connections carried on.
+        state["ice"] = msg["ice_servers"]
+        dom.text(status, sharing_words())
+    elif mtype == "welcome":
         info = msg["info"]
         state["share"] = info["share"]
         state["ice"] = msg["ice_servers"]
@@ -107,6 +121,7 @@ def on_message(msg):
         dom.text(who, info.get("agent_name", "Support") + " from support asks to see your screen.")
         dom.show(explain, True)
         can, reason = media.can_capture()
+        state["can"] = can
         if not can:
             fail(reason)
             channel.send(P.make("share_pick_failed", share=state["share"], reason="unsupported"))
@@ -132,6 +147,8 @@ def on_message(msg):
         if peer is not None:
             peer.set_ice(msg["ice_servers"])
     elif mtype == "share_state":
+        if msg["state"] != "ended" and not state["ended"] and state["can"]:
+            dom.text(status, sharing_words(msg.get("away")))
         words = _PATH_WORDS.get(msg.get("path") or "")
         dom.show(path_line, words is not None and msg["state"] == "live")
         if words is not None:
@@ -142,6 +159,8 @@ def on_message(msg):
         text = _ERROR_WORDS.get(msg["code"], msg["text"])
         if msg.get("fatal"):
             dom.show(explain, False)
+            if state["stream"] is not None:  # e.g. a resume refused: stop capturing now
+                end("The screen share has ended.")
             dom.enable(share_button, False)
             state["ended"] = True
             dom.text(status, "This window cannot share.")
@@ -149,7 +168,14 @@ def on_message(msg):
 
 
 def on_status(value):
-    if value == "closed" and not state["ended"]:
+    if state["ended"]:
+        return
+    if value == "reconnecting":
+        words = "The connection to support dropped; reconnecting…"
+        if state["stream"] is not None:
+            words += " You are still sharing."
+        dom.text(status, words)
+    elif value == "closed":
         end("The connection to support was lost.")
 
 

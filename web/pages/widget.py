@@ -165,6 +165,8 @@ def on_status(value):
     words = {
         "connecting": "Connecting…",
         "open": "Online",
+        # What is written meanwhile is sent once the connection is back.
+        "reconnecting": "Connection lost: reconnecting…",
         "closed": "Offline: reload to reconnect.",
     }
     dom.text(status, words.get(value, value))

@@ -70,6 +70,7 @@ sys.path.append("/lib")
 import json
 from coview import protocol as P, share as S, negotiation as N, liveness as L, quality as Q
 from coview import useragent as U
+from coview import reconnect as R
 
 data = json.loads(open(INPUT).read())
 result = {}
@@ -151,6 +152,14 @@ result["negotiation"] = neg_run()
 
 live = L.Liveness(0.0)
 result["liveness"] = [live.tick(t) for t in (19.0, 20.0, 21.0, 45.0)]
+
+back = R.Backoff(lambda: 0.5)
+delays = [back.closed(float(t)) for t in range(3000)]  # past the cap: no overflow
+back.opened(3000.0)
+delays.append(back.closed(3020.0, 1006))
+back.refused()
+delays.append(back.closed(3021.0))
+result["reconnect"] = [delays[:8], delays[-3:], [list(h) for h in back.history[-3:]]]
 
 stats = [
     {"id": "T", "type": "transport", "selectedCandidatePairId": "CP"},
@@ -251,7 +260,7 @@ def test_micropython_agrees_with_cpython(tmp_path):
         if expected["verdicts"][i] != got["verdicts"][i]
     ]
     assert mismatches == []
-    for key in ("made", "share", "negotiation", "liveness", "quality", "useragent"):
+    for key in ("made", "share", "negotiation", "liveness", "reconnect", "quality", "useragent"):
         assert _normal(got[key]) == _normal(expected[key]), key
 
 
@@ -264,6 +273,8 @@ def test_the_script_itself_sees_what_the_unit_tests_see(tmp_path):
     assert ["error", "out_of_order"] in result["share"][0][1]
     assert ["error", "ended"] in result["share"][0][1]
     assert result["liveness"] == ["ok", "ping", "ok", "dead"]
+    assert result["reconnect"][0][:3] == [0.375, 0.75, 1.5]
+    assert result["reconnect"][1] == [11.25, 0.375, None]
     assert result["made"][0] == {"type": "ice", "pc": "p", "candidate": None}
 
 

@@ -56,7 +56,7 @@ CONVERSATION_ITEM = {"id": 7, "visitor": "Visitor 7", "agent": None, "unread": 2
 
 # One valid example per message type, naming EVERY field the type declares.
 EXAMPLES = {
-    "handshake": {"versions": ["1"], "role": "visitor", "token": "vs-9f8e7d"},
+    "handshake": {"versions": ["1"], "role": "sharer", "token": "vs-9f8e7d", "resume": "r-0a1b"},
     "welcome": {
         "version": "1",
         "role": "agent",
@@ -91,7 +91,7 @@ EXAMPLES = {
     },
     "share_accept": {"share": "s-5b1c"},
     "share_decline": {"share": "s-5b1c"},
-    "share_watch": {"share": "s-5b1c"},
+    "share_watch": {"share": "s-5b1c", "pc": "s-5b1c.c-3f2a"},
     "share_media": {"share": "s-5b1c", "surface": "window"},
     "share_pick_failed": {"share": "s-5b1c", "reason": "cancelled"},
     "share_stop": {"share": "s-5b1c"},
@@ -105,6 +105,7 @@ EXAMPLES = {
         "path": "direct",
         "note": "The agent stopped viewing.",
         "colleague": 3,
+        "away": ["sharer"],
     },
     "colleague_share_request": {"agent": 3},
     "conversation_transfer": {"conversation": 7, "agent": 3},

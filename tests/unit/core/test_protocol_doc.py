@@ -120,6 +120,7 @@ def test_share_states_and_end_reasons_are_documented():
         share.PICK_TIMEOUT,
         share.SERVER_SHUTDOWN,
         share.KEY_LOCKED,
+        share.SHARER_LOST,
     ]
     documented = {name_of(row[0]) for row in table_rows(lifecycle) if len(row) == 2}
     assert documented == set(reasons)

@@ -14,6 +14,7 @@ runs these files with many more.
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import os
@@ -25,7 +26,8 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from coview import protocol as P
 from coview.protocol import C2S, MAX_MESSAGE_BYTES, MESSAGES, S2C, ProtocolError, decode
 
-EXAMPLES = int(os.environ.get("COVIEW_FUZZ_EXAMPLES", "150"))
+# (MicroPython has no os.environ: these tests also run in the browser.)
+EXAMPLES = int(getattr(os, "environ", {}).get("COVIEW_FUZZ_EXAMPLES", "150"))
 FUZZ = settings(
     max_examples=EXAMPLES,
     deadline=None,
@@ -116,19 +118,36 @@ def expected_code(value: Any, direction: str) -> str | None:
     return None
 
 
+#: What a parser raises on text that is not JSON.  MicroPython (these tests also run in the
+#: browser) has no RecursionError: it raises RuntimeError when nesting is too deep.
+PARSE_ERRORS = (ValueError, getattr(builtins, "RecursionError", RuntimeError))
+
+
 def expected_for_text(text: str, direction: str) -> str | None:
     try:
         size = len(text.encode("utf-8"))
-    except UnicodeEncodeError:  # lone surrogates: no UTF-8 form at all
+    except UnicodeError:  # lone surrogates: no UTF-8 form at all (CPython)
         return P.TOO_LARGE if len(text) > MAX_MESSAGE_BYTES else P.BAD_JSON
     if size > MAX_MESSAGE_BYTES:
         return P.TOO_LARGE
     try:
-        # Strict JSON (RFC 8259): no NaN or Infinity literals, which CPython would take.
-        value = json.loads(text, parse_constant=_refuse_constant)
-    except (ValueError, RecursionError):
+        value = _strict_loads(text)
+    except PARSE_ERRORS:
         return P.BAD_JSON
     return expected_code(value, direction)
+
+
+def _strict_loads(text: str) -> Any:
+    """JSON (RFC 8259) without NaN or Infinity literals, which CPython would take.
+
+    MicroPython's ``json.loads`` has no ``parse_constant`` (a TypeError) and refuses those
+    literals by itself; it is laxer elsewhere (trailing commas, leading zeros), which
+    test_protocol.py's malformed-JSON cases check on every interpreter.
+    """
+    try:
+        return json.loads(text, parse_constant=_refuse_constant)
+    except TypeError:
+        return json.loads(text)
 
 
 def _refuse_constant(name: str) -> Any:
@@ -278,28 +297,30 @@ def test_mutated_messages_get_exactly_the_documented_answer(
 def test_damaged_bytes_of_valid_frames(
     msg: dict[str, Any], data: st.DataObject, direction: str
 ) -> None:
-    raw = bytearray(P.encode(msg).encode("utf-8"))
+    # Slicing and concatenating bytes, not editing a bytearray in place: MicroPython's
+    # bytearray has no item deletion (these tests also run in the browser).
+    raw = P.encode(msg).encode("utf-8")
     for _ in range(data.draw(st.integers(1, 6))):
         op = data.draw(st.sampled_from(["flip", "insert", "delete", "truncate", "dup"]))
         at = data.draw(st.integers(0, max(0, len(raw) - 1)))
         if op == "flip" and raw:
-            raw[at] ^= 1 << data.draw(st.integers(0, 7))
+            raw = raw[:at] + bytes([raw[at] ^ 1 << data.draw(st.integers(0, 7))]) + raw[at + 1 :]
         elif op == "insert":
-            raw[at:at] = data.draw(st.binary(min_size=1, max_size=4))
+            raw = raw[:at] + data.draw(st.binary(min_size=1, max_size=4)) + raw[at:]
         elif op == "delete" and raw:
-            del raw[at]
+            raw = raw[:at] + raw[at + 1 :]
         elif op == "truncate":
-            del raw[at:]
+            raw = raw[:at]
         elif op == "dup":
-            raw[at:at] = raw[at : at + data.draw(st.integers(1, 20))]
-    frame = bytes(raw)
+            raw = raw[:at] + raw[at : at + data.draw(st.integers(1, 20))] + raw[at:]
+    frame = raw
     got = outcome(frame, direction)
     if len(frame) > MAX_MESSAGE_BYTES:
         assert got == P.TOO_LARGE
         return
     try:
         text = frame.decode("utf-8")
-    except UnicodeDecodeError:
+    except UnicodeError:  # (UnicodeDecodeError: MicroPython has only UnicodeError)
         assert got == P.BAD_JSON
         return
     assert got == expected_for_text(text, direction)

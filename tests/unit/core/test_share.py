@@ -80,8 +80,10 @@ def test_constants():
         share.OPEN_TIMEOUT,
         share.PICK_TIMEOUT,
         share.SERVER_SHUTDOWN,
+        share.SHARER_LOST,
     )
     assert len(set(reasons)) == len(reasons)
+    assert share.RESUME_TIMEOUT_S == 20.0 and share.PARTIES == ("sharer", "viewer")
 
 
 def test_a_new_session():
@@ -171,7 +173,7 @@ def test_stop_in_each_state(state, by_sharer, reason):
     s = session_in(state)
     s.stop(by_sharer, T0 + 9)
     assert s.actions() == [ended(reason)]
-    assert s.history == [*share.STATES[: share.STATES.index(state) + 1], "ended"]
+    assert s.history == list(share.STATES[: share.STATES.index(state) + 1]) + ["ended"]
     assert s.reason == reason
     assert s.deadline() is None
 
@@ -275,7 +277,7 @@ def test_timeout_exactly_at_the_deadline_and_not_one_tick_before(state, limit, r
     assert s.actions() == []
     s.tick(T0 + limit)
     assert s.actions() == [ended(reason)]
-    assert s.history == [*share.STATES[: share.STATES.index(state) + 1], "ended"]
+    assert s.history == list(share.STATES[: share.STATES.index(state) + 1]) + ["ended"]
     assert s.reason == reason
     assert s.since == T0 + limit
     s.tick(T0 + 10 * limit)
@@ -455,9 +457,75 @@ def test_any_event_sequence_keeps_the_machine_consistent(names):
     collapsed = [
         c for i, c in enumerate(changes) if not (c == LIVE and i and changes[i - 1] == LIVE)
     ]
-    assert s.history == ["requested", *collapsed]
+    assert s.history == ["requested"] + collapsed
     assert s.history.count(ENDED) <= 1
     if ENDED in s.history:
         assert s.history[-1] == ENDED and s.reason is not None
-    for a, b in zip(s.history, s.history[1:], strict=False):
-        assert b in share._TRANSITIONS[a]
+    for i in range(1, len(s.history)):  # (MicroPython's zip takes no strict=)
+        assert s.history[i] in share._TRANSITIONS[s.history[i - 1]]
+
+
+# -- a party away (its signaling connection dropped) -------------------------------------
+
+
+def test_a_lost_sharer_that_comes_back_keeps_the_share_live():
+    s = session_in(LIVE)
+    s.lost("sharer", share.SHARER_LOST, T0 + 10)
+    assert s.actions() == [("away", "sharer", True)]
+    assert s.deadline() == T0 + 10 + share.RESUME_TIMEOUT_S
+    s.tick(T0 + 29.999)
+    s.found("sharer", T0 + 29.999)
+    assert s.actions() == [("away", "sharer", False)]
+    s.tick(T0 + 1000)
+    assert s.state == LIVE and s.history == ["requested", "accepted", "waiting", "live"]
+    assert s.deadline() is None and s.away == {}
+
+
+def test_a_lost_party_that_never_comes_back_ends_the_share_with_the_reason_given():
+    s = session_in(LIVE)
+    s.lost("viewer", share.REQUESTER_LEFT, T0 + 1)
+    s.lost("viewer", "ignored: already away", T0 + 5)  # the first loss counts
+    s.tick(T0 + 21)
+    assert s.actions() == [("away", "viewer", True), ended(share.REQUESTER_LEFT)]
+    assert s.away == {} and s.deadline() is None
+
+
+def test_both_away_the_first_deadline_wins():
+    s = session_in(LIVE)
+    s.lost("viewer", share.REQUESTER_LEFT, T0 + 3)
+    s.lost("sharer", share.SHARER_LOST, T0 + 1)
+    assert s.deadline() == T0 + 21
+    s.found("sharer", T0 + 2)
+    assert s.deadline() == T0 + 23
+    s.tick(T0 + 23)
+    assert s.reason == share.REQUESTER_LEFT
+
+
+def test_away_does_not_stop_the_state_clock():
+    """Waiting for a pick keeps its own deadline while the sharer is away."""
+    s = session_in(WAITING)
+    s.lost("sharer", share.SHARER_LOST, T0 + PICK_TIMEOUT_S - 5)
+    s.tick(T0 + PICK_TIMEOUT_S)
+    assert s.reason == share.PICK_TIMEOUT
+
+
+def test_found_without_lost_and_events_after_the_end_do_nothing():
+    s = session_in(LIVE)
+    s.found("sharer", T0)
+    assert s.actions() == []
+    s.stop(True, T0 + 1)
+    s.actions()
+    s.lost("sharer", share.SHARER_LOST, T0 + 2)
+    s.found("sharer", T0 + 3)
+    assert s.actions() == [] and s.away == {}
+    with pytest.raises(ValueError):
+        session_in(LIVE).lost("presenter", share.SHARER_LOST, T0)
+
+
+def test_custom_resume_timeout():
+    s = ShareSession(T0, state=LIVE, resume_timeout=4.0)
+    s.lost("sharer", share.SHARER_LOST, T0)
+    s.tick(T0 + 3.999)
+    assert s.state == LIVE
+    s.tick(T0 + 4.0)
+    assert s.reason == share.SHARER_LOST

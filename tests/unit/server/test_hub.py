@@ -661,6 +661,15 @@ async def test_end_requester_left_only_with_last_conn(scene: Scene) -> None:
     await w.hub.leave(scene.a)
     assert share in w.hub.shares
     await w.hub.leave(a2)
+    # A reloaded console cannot be told from a closed one: the share waits for it.
+    for c in (scene.v, s):
+        waiting = last_state(drain(c))
+        assert waiting["state"] == S.WAITING and waiting["away"] == ["viewer"]
+    w.clock.advance(w.settings.resume_grace_s - 0.01)
+    await w.hub.tick()
+    assert share in w.hub.shares
+    w.clock.advance(0.01)
+    await w.hub.tick()
     for c in (scene.v, s):
         final = last_state(drain(c))
         assert final["state"] == S.ENDED and final["reason"] == S.REQUESTER_LEFT
@@ -693,6 +702,9 @@ async def test_end_viewer_left(scene: Scene) -> None:
     await w.send(a2, "share_watch", share=share)
     scene.clear(scene.a, scene.v, s, a2)
     await w.hub.leave(a2)  # the watching tab went away; Alice's other tab stays
+    assert last_state(drain(s))["away"] == ["viewer"]
+    w.clock.advance(w.settings.resume_grace_s)
+    await w.hub.tick()
     final = last_state(drain(s))
     assert final["state"] == S.ENDED and final["reason"] == S.VIEWER_LEFT
     assert await _row(scene, share) == (S.VIEWER_LEFT, "agent")
@@ -741,7 +753,8 @@ async def test_end_by_timeout(scene: Scene, stage: str, limit: str, reason: str)
     assert last_state(drain(scene.a))["state"] == S.REQUESTED
 
 
-async def test_shutdown_ends_running_shares(scene: Scene) -> None:
+async def test_shutdown_ends_shares_that_cannot_resume(scene: Scene) -> None:
+    """Without a resume credential (a window that never got one) nothing can resume."""
     share, s = await scene.to_live()
     await scene.w.hub.shutdown()
     assert (await _ended(scene, share, s))["reason"] == S.SERVER_SHUTDOWN

@@ -254,7 +254,11 @@ async def test_start_makes_a_phone_conversation_a_share_and_a_key(world: World) 
     key = key_msg["key"]
     assert re.fullmatch(r"[0-9]{6}", key) and key_msg["expires_in"] == 300.0
     assert last_state(got) == P.make(
-        "share_state", share=key_msg["share"], conversation=update["id"], state="requested"
+        "share_state",
+        share=key_msg["share"],
+        conversation=update["id"],
+        state="requested",
+        away=[],
     )
     assert "Alice gave the caller a screen share key, valid for 5 minutes." in [
         m["message"]["text"] for m in of(got, "chat")

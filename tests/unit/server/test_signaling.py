@@ -288,6 +288,71 @@ def test_sharer_token_valid_once_then_ended(client: TestClient) -> None:
             assert err["code"] == P.ENDED and not err.get("fatal")
 
 
+def _drop(sock: Sock, code: int) -> None:
+    """Close like a lost connection (any code but 1000/1001) and wait for the server."""
+    sock.ws.close(code)
+    for _ in range(100_000):
+        if sock.ws.receive()["type"] == "websocket.close":
+            break
+    sock.close_code = code
+
+
+def _resume(sock: Sock, credential: str) -> dict[str, Any]:
+    sock.send("handshake", versions=["1"], role="sharer", resume=credential)
+    return sock.recv()
+
+
+def test_a_lost_share_window_resumes_with_a_credential_that_works_once(
+    client: TestClient,
+) -> None:
+    login(client)
+    with connect(client) as agent, connect(client) as visitor:
+        handshake(agent, "agent")
+        invite = _invite(agent, visitor)
+        share = invite["share"]
+        token = invite["popup_url"].split("&t=", 1)[1]
+        with connect(client) as sharer:
+            first = handshake(sharer, "sharer", token=token)["info"]
+            assert len(first["resume"]) >= 32 and "resumed" not in first
+            sharer.send("share_media", share=share, surface="window")
+            until(agent, lambda m: m["type"] == "share_state" and m["state"] == "live")
+            _drop(sharer, 4000)
+        away = until(agent, lambda m: m["type"] == "share_state" and m.get("away"))
+        assert away["state"] == "live" and away["away"] == ["sharer"]
+
+        with connect(client) as back:
+            welcome = _resume(back, first["resume"])
+            assert welcome["type"] == "welcome", welcome
+            info = welcome["info"]
+            assert info["resumed"] is True and info["share"] == share
+            assert info["resume"] != first["resume"]
+            assert of_type(back, "share_state")["away"] == []
+            found = until(agent, lambda m: m["type"] == "share_state" and m.get("away") == [])
+            assert found["state"] == "live"
+            with connect(client) as thief:  # the spent credential is worth nothing
+                err = _resume(thief, first["resume"])
+                assert err["code"] == P.UNAUTHORIZED and err["fatal"] is True
+                assert expect_closed(thief) == 1008
+            agent.send("share_stop", share=share)
+            until(back, lambda m: m["type"] == "share_state" and m["state"] == "ended")
+        with connect(client) as late:
+            err = _resume(late, info["resume"])
+            assert err["code"] == P.ENDED and expect_closed(late) == 1008
+
+
+def test_a_share_window_closed_by_its_page_ends_the_share(client: TestClient) -> None:
+    login(client)
+    with connect(client) as agent, connect(client) as visitor:
+        handshake(agent, "agent")
+        invite = _invite(agent, visitor)
+        token = invite["popup_url"].split("&t=", 1)[1]
+        with connect(client) as sharer:
+            handshake(sharer, "sharer", token=token)
+            _drop(sharer, 1001)  # what a browser sends when the window closes
+        ended = until(agent, lambda m: m["type"] == "share_state" and m["state"] == "ended")
+        assert ended["reason"] == "sharer_left"
+
+
 def test_sharer_token_expired(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
     login(client)
     with connect(client) as agent, connect(client) as visitor:

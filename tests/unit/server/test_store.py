@@ -49,7 +49,7 @@ async def test_open_creates_all_tables_and_is_rerunnable(db_url: str, tmp_path: 
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         assert TABLES | {"alembic_version"} == tables
-        assert version == "0003"
+        assert version == "0004"
         assert await store.count_users() == 1
     finally:
         await store.close()
