@@ -24,6 +24,7 @@ from .turn import (
     parse_turn_url,
 )
 
+REDIS_SCHEMES = ("redis", "rediss", "unix")
 PACKAGE_DIR = Path(__file__).resolve().parent
 REPO_DIR = PACKAGE_DIR.parent.parent
 
@@ -36,7 +37,15 @@ def _default_web_root() -> Path:
 class Settings:
     host: str = "127.0.0.1"
     port: int = 8000
+    #: Any SQLAlchemy URL: SQLite (the default: one process) or PostgreSQL for several
+    #: processes (``postgresql://user:password@host/coview``; the asyncpg driver is implied).
     database_url: str = "sqlite+aiosqlite:///var/coview.db"
+    #: Redis for several processes of one deployment (``redis://host:6379/0``,
+    #: ``rediss://`` for TLS, ``unix:///run/redis/redis.sock``); empty: in-process only.
+    #: See ``coview_server.broker`` and docs/deploy.md.
+    redis_url: str = field(default="", repr=False)
+    #: Starts every Redis channel and key, so deployments can share one Redis.
+    redis_prefix: str = "coview:"
     #: Origins allowed to open the WebSocket besides the server's own.
     allowed_origins: tuple[str, ...] = ()
     #: Sites allowed to embed the chat widget (``/widget``) in a frame, e.g.
@@ -123,6 +132,13 @@ class Settings:
             raise ValueError("share_key_address_limit must be at least 1")
         if self.ws_address_max < 1 or self.ws_address_rate <= 0 or self.ws_address_burst < 1:
             raise ValueError("ws_address_max, ws_address_burst >= 1 and ws_address_rate > 0")
+        if self.redis_url and self.redis_url.partition("://")[0] not in REDIS_SCHEMES:
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+
+    @property
+    def multi_instance(self) -> bool:
+        """Several processes serve this deployment (Redis broker, shared PostgreSQL)."""
+        return bool(self.redis_url)
 
     @property
     def vendor_root(self) -> Path:

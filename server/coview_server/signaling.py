@@ -205,7 +205,8 @@ async def _claim_share(hub: Hub, store: Store, token: str | None) -> str:
         raise Refused(P.EXPIRED, "this share link has expired")
     if hub.shares[row.id].session.state not in (S.REQUESTED, S.ACCEPTED):
         raise Refused(P.USED, "this share link has already been used")
-    await store.update_share(row.id, token_used=True)
+    if not await store.spend_share_token(row.id):  # a concurrent claim won the race
+        raise Refused(P.USED, "this share link has already been used")
     return row.id
 
 

@@ -33,7 +33,9 @@ from types import TracebackType
 from typing import Any, Self, cast
 
 from sqlalchemy import CursorResult, and_, delete, event, func, or_, select, update
-from sqlalchemy.engine import Connection, Result, make_url
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.engine import URL, Connection, Result, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -182,10 +184,31 @@ def _is_memory_sqlite(database: str | None) -> bool:
     return not database or database == ":memory:" or "mode=memory" in database
 
 
-def _create_engine(url: str) -> AsyncEngine:
+#: Drivers for URLs that name only the database (``postgresql://…``, as hosting
+#: providers hand them out): the asyncio driver the project depends on.
+_ASYNC_DRIVERS = {"postgresql": "asyncpg", "postgres": "asyncpg", "sqlite": "aiosqlite"}
+#: Key of the PostgreSQL advisory lock that serialises migrations of several processes
+#: starting at once (any constant unique to Coview; "coview" in ASCII).
+PG_MIGRATION_LOCK = 0x636F76696577
+
+
+def database_url(url: str) -> URL:
+    """``url`` with its asyncio driver: ``postgresql://`` and ``postgres://`` mean
+    ``postgresql+asyncpg://``, ``sqlite://`` means ``sqlite+aiosqlite://``."""
     u = make_url(url)
+    if u.drivername in _ASYNC_DRIVERS:
+        backend = "postgresql" if u.drivername == "postgres" else u.drivername
+        u = u.set(drivername=f"{backend}+{_ASYNC_DRIVERS[u.drivername]}")
+    return u
+
+
+def _create_engine(url: str) -> AsyncEngine:
+    u = database_url(url)
     if u.get_backend_name() != "sqlite":
-        return create_async_engine(u, pool_pre_ping=True)
+        # READ COMMITTED (PostgreSQL's default) is what the Store is written for: every
+        # check-then-write it relies on is a conditional UPDATE, a row lock or a unique
+        # constraint, never a read in an earlier statement (see the concurrency tests).
+        return create_async_engine(u, pool_pre_ping=True, isolation_level="READ COMMITTED")
     db = u.database
     if not _is_memory_sqlite(db) and db is not None and not db.startswith("file:"):
         # First start with ``--db data/coview.db`` should just work.
@@ -225,6 +248,11 @@ def _raw_sqlite(conn: Connection, sql: str) -> list[Any]:
 def _migrate_sync(conn: Connection) -> None:
     if conn.dialect.name != "sqlite":
         with conn.begin():
+            if conn.dialect.name == "postgresql":
+                # Several processes of one deployment start at once: the first migrates,
+                # the others wait here and then find the schema at head (DDL is
+                # transactional on PostgreSQL; the lock ends with the transaction).
+                conn.execute(select(func.pg_advisory_xact_lock(PG_MIGRATION_LOCK)))
             upgrade_connection(conn)
         return
     # Batch migrations on SQLite rebuild tables (create copy, drop original). With
@@ -475,11 +503,16 @@ class Store:
         if not name or len(name) > 64 or len(value) > 256:
             raise ValueError("setting name or value too long")
         async with self._tx() as s:
-            row = await s.get(CompanySetting, name)
-            if row is None:
-                s.add(CompanySetting(name=name, value=value))
-            else:
-                row.value = value
+            # One statement, so two admins saving at once cannot both insert (PostgreSQL
+            # runs them concurrently; SQLite serialises them anyway). Both dialects
+            # spell the upsert the same way.
+            insert = sqlite_insert if s.bind.dialect.name == "sqlite" else pg_insert
+            stmt = insert(CompanySetting).values(name=name, value=value)
+            await s.execute(
+                stmt.on_conflict_do_update(
+                    index_elements=[CompanySetting.name], set_={"value": stmt.excluded.value}
+                )
+            )
 
     # --- sessions --------------------------------------------------------------------
 
@@ -527,7 +560,8 @@ class Store:
                 return None
             session, user = found._tuple()
             if session.expires_at <= t:
-                await s.delete(session)
+                # A statement, not ORM delete: two requests may expire it at once.
+                await s.execute(delete(AuthSession).where(AuthSession.id == session.id))
                 return None
             if user.disabled:
                 return None
@@ -632,10 +666,13 @@ class Store:
     async def open_conversation(self, visitor_id: str, now: float | None = None) -> ConversationRow:
         t = _now(now)
         async with self._tx() as s:
+            # Lock the visitor first: two sockets of one visitor opening at once on
+            # PostgreSQL would otherwise both find no conversation and both create one
+            # (FOR UPDATE is a no-op on SQLite, whose write lock is already held).
+            if await s.get(Visitor, visitor_id, with_for_update=True) is None:
+                raise StoreError("not_found")
             conv = await self._current(s, visitor_id)
             if conv is None:
-                if await s.get(Visitor, visitor_id) is None:
-                    raise StoreError("not_found")
                 conv = Conversation(
                     visitor_id=visitor_id,
                     status="waiting",
@@ -961,6 +998,22 @@ class Store:
         except IntegrityError:
             raise StoreError("conflict", "duplicate token") from None
 
+    async def spend_share_token(self, share_id: str) -> bool:
+        """Mark the share's popup token used; True for exactly one caller.
+
+        A compare-and-set in one UPDATE, so two claims racing on two processes (or two
+        connections to PostgreSQL) cannot both spend it; reading ``token_used`` first and
+        writing it later would let both through.
+        """
+        async with self._tx() as s:
+            result = await s.execute(
+                update(Share)
+                .where(Share.id == share_id, Share.token_used.is_(False))
+                .values(token_used=True)
+                .execution_options(synchronize_session=False)
+            )
+            return _rowcount(result) == 1
+
     async def open_shares(self) -> list[ShareRow]:
         """Shares not yet ended; the server uses this at startup to clean up
         sessions that a crash or restart left dangling."""
@@ -993,6 +1046,23 @@ class Store:
                 return ShareKeyRow.of(key)
         except IntegrityError:
             raise StoreError("conflict", "unknown share, or it has a key already") from None
+
+    async def spend_share_key(self, share_id: str, now: float | None = None) -> bool:
+        """Record the phone key as used unless it was used or locked already; True for
+        exactly one caller, whatever process they reached (a compare-and-set)."""
+        t = _now(now)
+        async with self._tx() as s:
+            result = await s.execute(
+                update(ShareKey)
+                .where(
+                    ShareKey.share_id == share_id,
+                    ShareKey.used_at.is_(None),
+                    ShareKey.locked_at.is_(None),
+                )
+                .values(used_at=t)
+                .execution_options(synchronize_session=False)
+            )
+            return _rowcount(result) == 1
 
     async def get_share_key(self, share_id: str) -> ShareKeyRow | None:
         async with self._tx() as s:
@@ -1084,9 +1154,8 @@ class Store:
         """Every end reason recorded so far, for the audit filter's choices."""
         async with self._tx() as s:
             rows = await s.scalars(
-                select(Share.end_reason)
-                .where(Share.end_reason.is_not(None))
-                .distinct()
-                .order_by(Share.end_reason)
+                select(Share.end_reason).where(Share.end_reason.is_not(None)).distinct()
             )
-            return [r for r in rows if r]
+            # Sorted here, by code point: PostgreSQL's ORDER BY follows the database's
+            # collation (en_US ignores the underscores these names are full of).
+            return sorted(r for r in rows if r)

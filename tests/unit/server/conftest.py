@@ -11,6 +11,9 @@ from coview_server import pages, passwords, store as store_module
 from coview_server.app import create_app
 from coview_server.settings import Settings
 from coview_server.store import Store
+from tests.services import PostgresServer, postgres_server, redis_server
+
+__all__ = ["postgres_server", "redis_server"]  # session fixtures, shared with tests/e2e
 
 ADMIN_EMAIL = "admin@coview.local"
 ADMIN_PASSWORD = "a long enough admin password"
@@ -49,9 +52,21 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'coview.db'}"
+#: The backends every Store test runs on: the embedded default, and PostgreSQL for
+#: deployments of several processes (a real server from tests/services.py).
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'coview.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.new_database()
+    yield url
+    server.drop_database(url)
 
 
 @pytest.fixture

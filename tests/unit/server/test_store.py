@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, inspect, text
 
 from coview_server.bootstrap import ensure_admin
+from coview_server.migrations import alembic_config
 from coview_server.models import Base
-from coview_server.store import AuthError, Store, StoreError
+from coview_server.store import AuthError, Store, StoreError, database_url
 from coview_server.tokens import new_token, token_hash
 
 pytestmark = pytest.mark.anyio
@@ -37,9 +39,15 @@ async def _agent(store: Store, email: str = "agent@example.com", role: str = "ag
 # --- schema and migrations ---------------------------------------------------------
 
 
+def _head() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
 async def test_open_creates_all_tables_and_is_rerunnable(db_url: str, tmp_path: Path) -> None:
+    sqlite = db_url.startswith("sqlite")
     assert not (tmp_path / "coview.db").exists()
     store = await Store.open(db_url)
+    assert (tmp_path / "coview.db").exists() == sqlite
     await store.create_user("a@example.com", "A", PW)
     await store.close()
 
@@ -49,7 +57,7 @@ async def test_open_creates_all_tables_and_is_rerunnable(db_url: str, tmp_path: 
             tables = set(await conn.run_sync(lambda c: inspect(c).get_table_names()))
             version = (await conn.execute(text("SELECT version_num FROM alembic_version"))).scalar()
         assert TABLES | {"alembic_version"} == tables
-        assert version == "0004"
+        assert version == _head()
         assert await store.count_users() == 1
     finally:
         await store.close()
@@ -70,10 +78,39 @@ async def test_migrations_match_models(store: Store) -> None:
         assert await conn.run_sync(diff) == []
 
 
-async def test_sqlite_uses_wal_and_enforces_foreign_keys(store: Store) -> None:
+async def test_backend_settings(store: Store) -> None:
+    """SQLite: WAL and enforced foreign keys; PostgreSQL: READ COMMITTED, which the
+    Store's concurrency (conditional UPDATEs, row locks, unique constraints) is built for."""
     async with store.engine.connect() as conn:
-        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
-        assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+        if store.engine.dialect.name == "sqlite":
+            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+            assert (await conn.execute(text("PRAGMA foreign_keys"))).scalar() == 1
+        else:
+            assert store.engine.dialect.name == "postgresql"
+            assert store.engine.dialect.driver == "asyncpg"
+            level = (await conn.execute(text("SHOW transaction_isolation"))).scalar()
+            assert level == "read committed"
+
+
+async def test_concurrent_first_starts_migrate_once(db_url: str) -> None:
+    """Several processes of one deployment start together on an empty database."""
+    stores = await asyncio.gather(*(Store.open(db_url) for _ in range(3)))
+    try:
+        await stores[0].create_user("a@example.com", "A", PW)
+        assert [await s.count_users() for s in stores] == [1, 1, 1]
+    finally:
+        for s in stores:
+            await s.close()
+
+
+def test_database_url_picks_the_async_driver() -> None:
+    url = database_url("postgresql://u:p%40ss@db/coview")
+    assert url.render_as_string(hide_password=False) == "postgresql+asyncpg://u:p%40ss@db/coview"
+    assert url.password == "p@ss"
+    assert str(database_url("postgres://db/coview")) == "postgresql+asyncpg://db/coview"
+    assert str(database_url("postgresql+psycopg://db/x")) == "postgresql+psycopg://db/x"
+    assert str(database_url("sqlite:///var/c.db")) == "sqlite+aiosqlite:///var/c.db"
+    assert str(database_url("sqlite+aiosqlite:///:memory:")) == "sqlite+aiosqlite:///:memory:"
 
 
 async def test_in_memory_database_works() -> None:
@@ -531,7 +568,155 @@ async def test_share_token_hash_is_unique(store: Store) -> None:
         await store.create_share(conv.id, agent, "same", T0, "requested")
 
 
-# --- several processes on one SQLite file -------------------------------------------------
+# --- several processes at once ------------------------------------------------------------
+# On SQLite one process's transactions queue behind an asyncio lock and processes behind
+# BEGIN IMMEDIATE; on PostgreSQL they really run concurrently (one connection each), so
+# these are what keeps single-use things single-use there.
+
+
+async def test_concurrent_token_claims_have_one_winner(db_url: str) -> None:
+    """Two processes (two Stores: two connection pools) spend one popup token at once."""
+    a, b = await Store.open(db_url), await Store.open(db_url)
+    try:
+        agent = await _agent(a)
+        visitor, _ = await a.create_visitor()
+        conv = await a.open_conversation(visitor.id)
+        for _ in range(5):
+            share = await a.create_share(conv.id, agent, token_hash(new_token()), None, "req")
+            results = await asyncio.gather(
+                a.spend_share_token(share.id), b.spend_share_token(share.id)
+            )
+            assert sorted(results) == [False, True]
+            assert await a.spend_share_token(share.id) is False
+            row = await b.get_share(share.id)
+            assert row is not None and row.token_used
+        assert await a.spend_share_token("no-such-share") is False
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_key_claims_have_one_winner(db_url: str) -> None:
+    a, b = await Store.open(db_url), await Store.open(db_url)
+    try:
+        agent = await _agent(a)
+        _, conv = await a.create_phone_conversation(agent)
+        share = await a.create_share(conv.id, agent, None, None, "requested")
+        await a.create_share_key(share.id, "ab" * 32, T0 + 300, now=T0)
+        results = await asyncio.gather(
+            a.spend_share_key(share.id, now=T0 + 1), b.spend_share_key(share.id, now=T0 + 1)
+        )
+        assert sorted(results) == [False, True]
+        key = await b.get_share_key(share.id)
+        assert key is not None and key.used_at == T0 + 1
+
+        share2 = await a.create_share(conv.id, agent, None, None, "requested")
+        await a.create_share_key(share2.id, "cd" * 32, T0 + 300, now=T0)
+        await a.update_share_key(share2.id, locked_at=T0 + 2)
+        assert await b.spend_share_key(share2.id) is False  # a locked key is not spent
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_opens_make_one_conversation(db_url: str) -> None:
+    """A visitor's two tabs, on two processes, say hello at the same moment."""
+    a, b = await Store.open(db_url), await Store.open(db_url)
+    try:
+        for _ in range(3):
+            visitor, _ = await a.create_visitor()
+            convs = await asyncio.gather(
+                a.open_conversation(visitor.id),
+                b.open_conversation(visitor.id),
+                a.open_conversation(visitor.id),
+            )
+            assert len({c.id for c in convs}) == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_claims_across_processes_have_one_winner(db_url: str) -> None:
+    a, b = await Store.open(db_url), await Store.open(db_url)
+    try:
+        alice = await _agent(a, "alice@example.com")
+        bob = await _agent(a, "bob@example.com")
+        visitor, _ = await a.create_visitor()
+        conv = await a.open_conversation(visitor.id)
+        results = await asyncio.gather(
+            a.assign_conversation(conv.id, alice),
+            b.assign_conversation(conv.id, bob),
+            return_exceptions=True,
+        )
+        winners = [r for r in results if not isinstance(r, BaseException)]
+        losers = [r for r in results if isinstance(r, StoreError)]
+        assert len(winners) == 1 and len(losers) == 1 and losers[0].code == "taken"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_concurrent_user_creation_reports_email_taken(db_url: str) -> None:
+    a, b = await Store.open(db_url), await Store.open(db_url)
+    try:
+        results = await asyncio.gather(
+            a.create_user("same@example.com", "A", PW),
+            b.create_user("SAME@example.com", "B", PW),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1
+        assert isinstance(errors[0], StoreError) and errors[0].code == "email_taken"
+        assert await a.count_users() == 1
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_company_settings_upsert_concurrently(db_url: str) -> None:
+    a, b = await Store.open(db_url), await Store.open(db_url)
+    try:
+        await asyncio.gather(
+            a.set_company_setting("screen_sharing", "off"),
+            b.set_company_setting("screen_sharing", "on"),
+            a.set_company_setting("other", "x"),
+        )
+        got = await a.company_settings()
+        assert got["other"] == "x" and got["screen_sharing"] in ("on", "off")
+        await b.set_company_setting("screen_sharing", "off")
+        assert (await a.company_settings())["screen_sharing"] == "off"
+    finally:
+        await a.close()
+        await b.close()
+
+
+async def test_expired_session_seen_twice_at_once(store: Store) -> None:
+    uid = await _agent(store)
+    token, _ = await store.create_session(uid, ttl=10, now=T0)
+    results = await asyncio.gather(*(store.session_user(token, now=T0 + 11) for _ in range(3)))
+    assert results == [None, None, None]
+    assert await store.purge_expired_sessions(now=T0 + 11) == 0
+
+
+async def test_end_reasons_sort_by_code_point_on_every_backend(store: Store) -> None:
+    agent = await _agent(store)
+    visitor, _ = await store.create_visitor()
+    conv = await store.open_conversation(visitor.id)
+    for reason in ("visitor_stopped", "a_b", "ab", "Z", "agent_stopped", "a_b"):
+        share = await store.create_share(conv.id, agent, None, None, "requested")
+        await store.update_share(share.id, state="ended", end_reason=reason, ended_at=T0)
+    assert await store.end_reasons() == ["Z", "a_b", "ab", "agent_stopped", "visitor_stopped"]
+
+
+async def test_times_keep_full_precision(store: Store) -> None:
+    """Epoch seconds with microseconds survive both backends unchanged (DOUBLE)."""
+    t = 1_712_345_678.123456
+    visitor, _ = await store.create_visitor(now=t)
+    got = await store.get_visitor(visitor.id)
+    assert got is not None and got.created_at == t and isinstance(got.created_at, float)
+
+
+# --- several processes on one database ----------------------------------------------------
 
 
 async def test_phone_conversation_and_share_key(store: Store) -> None:
@@ -561,8 +746,8 @@ async def test_phone_conversation_and_share_key(store: Store) -> None:
         await store.update_share_key("no-such-share", used_at=T0)
 
 
-async def test_two_stores_on_one_file_do_not_trip_over_locks(db_url: str) -> None:
-    """The server and the CLI may write the same file at once."""
+async def test_two_stores_on_one_database_do_not_trip_over_locks(db_url: str) -> None:
+    """The server and the CLI (or two servers) may write the same database at once."""
     a = await Store.open(db_url)
     b = await Store.open(db_url)
     try:
