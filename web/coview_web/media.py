@@ -1,7 +1,7 @@
 """Screen capture: the one place that calls ``getDisplayMedia``.
 
 Tests and browsers differ in what they report (Firefox gives no ``displaySurface``), so
-the surface is normalised to the protocol's words here.
+the surface is normalised to the protocol's words here (docs/browsers.md).
 """
 
 import js
@@ -39,12 +39,31 @@ async def capture():
 
 
 def surface_of(track):
+    """The protocol's word for what the track shows: monitor, window, browser or unknown.
+
+    Firefox (ESR 153 included) reports no ``displaySurface``; its picker offers a screen or
+    a window, never a tab, so a capture exactly as large as the screen is the screen."""
     settings = track.getSettings()
     surface = ffi.prop(settings, "displaySurface")
     if ffi.is_none(surface):
-        return "unknown"
+        return _inferred_surface(settings)
     surface = str(surface)
     return surface if surface in ("monitor", "window", "browser") else "unknown"
+
+
+def _inferred_surface(settings):
+    width = ffi.prop(settings, "width")
+    height = ffi.prop(settings, "height")
+    screen = ffi.prop(js.window, "screen")
+    if ffi.is_none(width) or ffi.is_none(height) or ffi.is_none(screen):
+        return "unknown"
+    ratio = ffi.prop(js.window, "devicePixelRatio")
+    scale = 1.0 if ffi.is_none(ratio) else float(ratio)
+    full_w = float(screen.width) * scale
+    full_h = float(screen.height) * scale
+    if abs(float(width) - full_w) <= 1 and abs(float(height) - full_h) <= 1:
+        return "monitor"
+    return "unknown"
 
 
 def stop_stream(stream):

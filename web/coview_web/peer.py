@@ -25,8 +25,18 @@ def _candidate_dict(cand):
 
 
 class Peer:
-    def __init__(self, pc_id, role, ice_servers, send, stream=None, on_track=None,
-                 on_state=None, on_failed=None, ice_policy="all"):
+    def __init__(
+        self,
+        pc_id,
+        role,
+        ice_servers,
+        send,
+        stream=None,
+        on_track=None,
+        on_state=None,
+        on_failed=None,
+        ice_policy="all",
+    ):
         self.id = pc_id
         self.neg = Negotiation(pc_id, role, report=True)  # peer_status: the relay fallback
         self.send = send

@@ -69,7 +69,7 @@ SURFACE_WORDS = {
     "monitor": "entire screen",
     "window": "a window",
     "browser": "a browser tab",
-    "unknown": "a screen",
+    "unknown": "a screen or a window",  # the browser did not say (docs/browsers.md)
 }
 
 
