@@ -14,6 +14,8 @@ if TYPE_CHECKING:
 PROTOCOL_VERSION = "1"
 SUPPORTED_VERSIONS = ("1",)
 MAX_MESSAGE_BYTES = 65536
+#: Arrays and objects in a frame nest at most this deep; the frame's own object counts as 1.
+MAX_DEPTH = 64
 MAX_INT = 2**53 - 1
 
 # Directions a message may travel.
@@ -328,27 +330,113 @@ def validate(msg: "Any", direction: str) -> "dict[str, Any]":
 
 
 def decode(text: "str | bytes", direction: str) -> "dict[str, Any]":
-    """Parse and validate one frame; every failure is a ProtocolError, never a crash."""
+    """Parse and validate one frame; every failure is a ProtocolError, never a crash.
+
+    Nesting is bounded before any parser sees the frame (a deep frame overflows Pyodide's JS
+    stack inside json.loads), and where the interpreter's UTF-8 decoder is laxer than
+    CPython's (MicroPython) the bytes are checked here first.  MicroPython's json.loads is
+    laxer than CPython's too (trailing commas, leading zeros, unknown escapes): not checked
+    here, as no check of the whole grammar in Python is cheap enough there.
+    """
     if isinstance(text, bytes):
         if len(text) > MAX_MESSAGE_BYTES:
             raise ProtocolError(TOO_LARGE, "message larger than " + str(MAX_MESSAGE_BYTES))
+        raw = text
         try:
-            text = text.decode("utf-8")
+            text = raw.decode("utf-8")
         except Exception:
             raise ProtocolError(BAD_JSON, "message is not UTF-8") from None
-    if len(text) > MAX_MESSAGE_BYTES:
+    elif len(text) > MAX_MESSAGE_BYTES:
         raise ProtocolError(TOO_LARGE, "message larger than " + str(MAX_MESSAGE_BYTES) + " bytes")
-    try:
-        size = len(text.encode("utf-8"))
-    except Exception:  # a str holding lone surrogates (JS strings may) has no UTF-8 form
-        raise ProtocolError(BAD_JSON, "message is not UTF-8") from None
-    if size > MAX_MESSAGE_BYTES:
-        raise ProtocolError(TOO_LARGE, "message larger than " + str(MAX_MESSAGE_BYTES) + " bytes")
+    else:
+        try:
+            raw = text.encode("utf-8")
+        except Exception:  # a str holding lone surrogates (JS strings may) has no UTF-8 form
+            raise ProtocolError(BAD_JSON, "message is not UTF-8") from None
+        if len(raw) > MAX_MESSAGE_BYTES:
+            raise ProtocolError(
+                TOO_LARGE, "message larger than " + str(MAX_MESSAGE_BYTES) + " bytes"
+            )
+    if _LAX_UTF8 and len(raw) != len(text) and not _utf8_ok(raw):
+        raise ProtocolError(BAD_JSON, "message is not UTF-8")
+    if not _shallow(raw):
+        raise ProtocolError(BAD_JSON, "message nests deeper than " + str(MAX_DEPTH))
     try:
         msg = _loads(text)
     except Exception:  # ValueError, RecursionError (CPython), RuntimeError (MicroPython)
         raise ProtocolError(BAD_JSON, "message is not valid JSON") from None
     return validate(msg, direction)
+
+
+def _shallow(raw: bytes) -> bool:
+    """No array or object nests deeper than MAX_DEPTH (the frame's own object counts as 1).
+
+    Gated so that a frame pays only for what it holds: fewer brackets than the limit in all
+    (nearly every frame) costs two counts; then brackets inside strings are set aside; only a
+    frame with more than MAX_DEPTH brackets outside strings is walked, closer by closer.
+    Never refuses valid JSON of allowed depth; what it lets through nests no deeper than
+    allowed as far as any parser reads it (invalid text is refused later, by the parser).
+    """
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return True
+    if b"\\" in raw:  # escapes: a backslash pair, then an escaped quote, never end a string
+        raw = raw.replace(b"\\\\", b"").replace(b'\\"', b"")
+    parts = raw.split(b'"')
+    if len(parts) % 2 == 0:  # an unterminated string: not JSON either way
+        return True
+    raw = b"".join(parts[::2])
+    if raw.count(b"[") + raw.count(b"{") <= MAX_DEPTH:
+        return True
+    depth = 0
+    for piece in raw.replace(b"{", b"[").replace(b"}", b"]").split(b"]"):
+        depth += piece.count(b"[")  # deepest just before each closer (and at the very end)
+        if depth > MAX_DEPTH:
+            return False
+        depth -= 1
+    return True
+
+
+def _accepts(func: "Any", *args: "Any") -> bool:
+    try:
+        func(*args)
+    except Exception:
+        return False
+    return True
+
+
+#: MicroPython's ``bytes.decode`` takes overlong forms, encoded surrogates and code points
+#: past U+10FFFF (and its ``str.encode`` a str holding lone surrogates); CPython's does not.
+_LAX_UTF8 = _accepts(str, b"\xed\xa0\x80", "utf-8")
+
+# UTF-8 (RFC 3629) forbids these lead bytes outright (overlong C0/C1, past U+10FFFF F5-F7;
+# F8-FF no decoder takes), and allows these lead bytes only before these second bytes
+# (low <= byte < high): E0 A0-BF and F0 90-BF (shorter forms are overlong), ED 80-9F
+# (ED A0-BF are surrogates), F4 80-8F (F4 90 and up are past U+10FFFF).
+_UTF8_NEVER = (b"\xc0", b"\xc1", b"\xf5", b"\xf6", b"\xf7")
+_UTF8_PAIRS = (
+    (b"\xe0", 0xA0, 0xC0),
+    (b"\xed", 0x80, 0xA0),
+    (b"\xf0", 0x90, 0xC0),
+    (b"\xf4", 0x80, 0x90),
+)
+
+
+def _utf8_ok(raw: bytes) -> bool:
+    """What a lax decoder let through is strict UTF-8 too (its structure it does check).
+
+    A scan per lead byte; only the lead bytes a frame holds are followed up, one step per
+    occurrence (these leads are never continuation bytes, so each occurrence starts a
+    character and is followed by at least one more byte).
+    """
+    for lead in _UTF8_NEVER:
+        if lead in raw:
+            return False
+    for lead, low, high in _UTF8_PAIRS:
+        if lead in raw:
+            for after in raw.split(lead)[1:]:
+                if not (after and low <= after[0] < high):
+                    return False
+    return True
 
 
 def _not_json(name: str) -> "Any":

@@ -592,6 +592,58 @@ def test_deep_nesting_is_bad_json_never_a_crash():
     assert decode('{"type": "ping"}', C2S) == {"type": "ping"}
 
 
+def test_nesting_is_bounded_before_parsing_at_the_documented_depth():
+    # The frame's own object is level 1; Pyodide's json.loads would overflow the JS stack
+    # long before CPython's parser refused, so decode refuses past MAX_DEPTH first.
+    def ping(depth):
+        return '{"type": "ping", "x": ' + "[" * (depth - 1) + "]" * (depth - 1) + "}"
+
+    assert decode(ping(protocol.MAX_DEPTH), C2S)["type"] == "ping"
+    assert code_of(ping(protocol.MAX_DEPTH + 1)) == BAD_JSON
+    assert code_of(ping(protocol.MAX_DEPTH + 1).encode("ascii")) == BAD_JSON
+    objects = '{"a":' * protocol.MAX_DEPTH + "1" + "}" * protocol.MAX_DEPTH
+    assert code_of('{"type": "ping", "x": ' + objects + "}") == BAD_JSON
+    # Brackets in strings (escaped quotes and backslashes too) and siblings do not nest.
+    wide = '{"type": "ping", "x": [' + ",".join(["[]"] * 5000) + "]}"
+    assert decode(wide, C2S)["type"] == "ping"
+    quoted = '{"type": "ping", "x": "\\\\\\"' + "[{" * 5000 + '", "y": "\\\\"}'
+    assert decode(quoted, C2S)["x"].endswith("[{")
+
+
+@pytest.mark.parametrize(
+    ("raw", "utf8"),
+    [
+        (b"plain", True),
+        ("\u00e9\u0800\ud7ff\ue000\uffff\U00010000\U0010ffff".encode("utf-8"), True),
+        (b"\xc0\xaf", False),  # overlong
+        (b"\xc1\xbf", False),
+        (b"\xe0\x9f\xbf", False),
+        (b"\xe0\xa0\x80", True),
+        (b"\xed\x9f\xbf", True),
+        (b"\xed\xa0\x80", False),  # surrogates
+        (b"\xed\xbf\xbf", False),
+        (b"\xf0\x8f\xbf\xbf", False),  # overlong
+        (b"\xf0\x90\x80\x80", True),
+        (b"\xf4\x8f\xbf\xbf", True),
+        (b"\xf4\x90\x80\x80", False),  # past U+10FFFF
+        (b"\xf5\x80\x80\x80", False),
+    ],
+)
+def test_the_utf8_check_for_lax_decoders(raw, utf8):
+    # On MicroPython decode runs protocol._utf8_ok after its lax bytes.decode (which checks
+    # the structure: lead and continuation bytes); the verdicts are CPython's decoder's.
+    assert protocol._utf8_ok(raw) == utf8
+    try:
+        raw.decode("utf-8")
+    except UnicodeError:
+        assert not utf8
+    frame = b'{"type": "ping", "x": "' + raw + b'"}'
+    if utf8:
+        assert decode(frame, C2S)["type"] == "ping"
+    else:
+        assert code_of(frame) == BAD_JSON
+
+
 # -- the 64 KiB cap ---------------------------------------------------------------------------
 
 

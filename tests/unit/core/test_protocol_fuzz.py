@@ -24,7 +24,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from coview import protocol as P
-from coview.protocol import C2S, MAX_MESSAGE_BYTES, MESSAGES, S2C, ProtocolError, decode
+from coview.protocol import (
+    C2S,
+    MAX_DEPTH,
+    MAX_MESSAGE_BYTES,
+    MESSAGES,
+    S2C,
+    ProtocolError,
+    decode,
+)
 
 # (MicroPython has no os.environ: these tests also run in the browser.)
 EXAMPLES = int(getattr(os, "environ", {}).get("COVIEW_FUZZ_EXAMPLES", "150"))
@@ -125,16 +133,80 @@ PARSE_ERRORS = (ValueError, getattr(builtins, "RecursionError", RuntimeError))
 
 def expected_for_text(text: str, direction: str) -> str | None:
     try:
-        size = len(text.encode("utf-8"))
+        raw = text.encode("utf-8")
     except UnicodeError:  # lone surrogates: no UTF-8 form at all (CPython)
         return P.TOO_LARGE if len(text) > MAX_MESSAGE_BYTES else P.BAD_JSON
-    if size > MAX_MESSAGE_BYTES:
+    if len(raw) > MAX_MESSAGE_BYTES:
         return P.TOO_LARGE
+    if not utf8_strict(raw):  # lone surrogates again (MicroPython encodes them anyway)
+        return P.BAD_JSON
+    if depth_of(text) > MAX_DEPTH:  # "nests deeper than 64": refused before any parsing
+        return P.BAD_JSON
     try:
         value = _strict_loads(text)
     except PARSE_ERRORS:
         return P.BAD_JSON
     return expected_code(value, direction)
+
+
+def depth_of(text: str) -> int:
+    """How deep arrays and objects nest in JSON text, strings skipped (the oracle's own
+    reading of the Transport rule); more brackets than the limit in all is needed to go
+    over it, so only such texts are walked character by character."""
+    if text.count("[") + text.count("{") <= MAX_DEPTH:
+        return 0
+    depth = deepest = 0
+    in_string = escaped = False
+    for ch in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif ch == "\\":
+                escaped = True
+            elif ch == '"':
+                in_string = False
+        elif ch == '"':
+            in_string = True
+        elif ch in "[{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif ch in "]}":
+            depth -= 1
+    return deepest
+
+
+def utf8_strict(raw: bytes) -> bool:
+    """RFC 3629 UTF-8, byte by byte (MicroPython's own decoder is laxer than this)."""
+    try:
+        if len(raw.decode("utf-8")) == len(raw):
+            return True  # ASCII
+    except UnicodeError:
+        return False
+    i, n = 0, len(raw)
+    while i < n:
+        b = raw[i]
+        if b < 0x80:
+            i += 1
+            continue
+        if 0xC2 <= b <= 0xDF:
+            need, low, high = 1, 0x80, 0xBF
+        elif 0xE0 <= b <= 0xEF:
+            need = 2
+            low, high = {0xE0: (0xA0, 0xBF), 0xED: (0x80, 0x9F)}.get(b, (0x80, 0xBF))
+        elif 0xF0 <= b <= 0xF4:
+            need = 3
+            low, high = {0xF0: (0x90, 0xBF), 0xF4: (0x80, 0x8F)}.get(b, (0x80, 0xBF))
+        else:
+            return False
+        if i + need >= n:
+            return False
+        if not low <= raw[i + 1] <= high:
+            return False
+        for k in range(2, need + 1):
+            if not 0x80 <= raw[i + k] <= 0xBF:
+                return False
+        i += need + 1
+    return True
 
 
 def _strict_loads(text: str) -> Any:
@@ -323,6 +395,9 @@ def test_damaged_bytes_of_valid_frames(
     except UnicodeError:  # (UnicodeDecodeError: MicroPython has only UnicodeError)
         assert got == P.BAD_JSON
         return
+    if not utf8_strict(frame):  # what MicroPython's decoder takes but UTF-8 forbids
+        assert got == P.BAD_JSON
+        return
     assert got == expected_for_text(text, direction)
     assert outcome(text, direction) == got
 
@@ -439,11 +514,21 @@ def test_deep_nesting_under_the_cap_is_bad_json_or_a_message(depth: int) -> None
     assert decode('{"type": "ping"}', C2S) == {"type": "ping"}  # the parser is still fine
 
 
-def test_moderate_nesting_in_a_free_form_field_is_accepted() -> None:
-    msg = {"type": "ping", "extra": nested(200)}
+def test_nesting_up_to_the_documented_depth_is_accepted_and_one_more_is_bad_json() -> None:
+    # The frame's object is level 1, so a field may hold MAX_DEPTH - 1 levels.
+    msg = {"type": "ping", "extra": nested(MAX_DEPTH - 1)}
     assert decode(json.dumps(msg), C2S) == msg
-    welcome = dict(_base("welcome"), info={"a": nested(200)})
+    welcome = dict(_base("welcome"), info={"a": nested(MAX_DEPTH - 2)})
     assert decode(json.dumps(welcome), S2C) == welcome
+    for text in (
+        json.dumps({"type": "ping", "extra": nested(MAX_DEPTH)}),
+        json.dumps(dict(_base("welcome"), info={"a": nested(MAX_DEPTH - 1)})),
+    ):
+        assert depth_of(text) == MAX_DEPTH + 1
+        assert outcome(text, C2S) == outcome(text, S2C) == P.BAD_JSON
+    # Brackets inside strings are not nesting, escaped quotes or not.
+    text = json.dumps({"type": "ping", "x": ['\\"[{' * 100, "]" * 100]})
+    assert depth_of(text) == 2 and outcome(text, C2S) is None
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,3 @@
+"""``__future__`` for MicroPython, which has none (it never evaluates annotations anyway)."""
+
+annotations = True
