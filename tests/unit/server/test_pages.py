@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from html.parser import HTMLParser
@@ -13,7 +14,7 @@ import pytest
 from conftest import ADMIN_EMAIL, ADMIN_PASSWORD
 from starlette.testclient import TestClient
 
-from coview_server import pages
+from coview_server import pages, static
 from coview_server.app import create_app
 from coview_server.security import parse_csp
 from coview_server.settings import Settings
@@ -253,11 +254,35 @@ def test_logout_is_post_only(client: TestClient) -> None:
 # --- PyScript pages ----------------------------------------------------------------------
 
 
-def _expected_files() -> dict[str, str]:
+PAGE_MODULES = {
+    # What each page's script imports, directly or not (packages' __init__ included).
+    "popup": {
+        "coview/protocol.py",
+        "coview/negotiation.py",
+        "coview_web/ffi.py",
+        "coview_web/peer.py",
+        "coview_web/channel.py",
+        "coview_web/media.py",
+    },
+    "widget": {"coview/protocol.py", "coview_web/channel.py", "coview_web/ffi.py"},
+    "console": {
+        "coview/protocol.py",
+        "coview/quality.py",
+        "coview_web/stats.py",
+        "coview_web/peer.py",
+    },
+}
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def _expected_files(page: str, interpreter: str) -> dict[str, str]:
+    """The files config a page must carry: its modules, ``?v=<version>``, .mpy on MicroPython
+    when the server has a matching mpy-cross."""
     files = {}
-    for package in ("coview", "coview_web"):
-        for path in (WEB / package).glob("*.py"):
-            files[f"/app/{package}/{path.name}"] = f"{package}/{path.name}"
+    for rel in pages.page_modules(WEB, page):
+        if interpreter == "mpy" and static.compiled_mpy(WEB / rel) is not None:
+            rel = rel.removesuffix(".py") + ".mpy"
+        files[f"/app/{rel}?v={static.asset_version(WEB / rel)}"] = rel
     return files
 
 
@@ -289,39 +314,150 @@ def test_pages_carry_pyscript_config(
     config = _page_script(response.text, kind)
     assert config["interpreter"] == interpreter
     assert (WEB / interpreter.removeprefix("/")).is_file()
-    expected = _expected_files()
-    assert "/app/coview/protocol.py" in expected and "/app/coview_web/peer.py" in expected
+    page = path.removeprefix("/")
+    expected = _expected_files(page, kind)
+    names = {rel.removesuffix(".mpy").removesuffix(".py") + ".py" for rel in expected.values()}
+    assert PAGE_MODULES[page] <= names
+    assert {"coview/__init__.py", "coview_web/__init__.py"} <= names
     assert config["files"] == expected
-    assert config["_src"] == f"/app/pages{path}.py"
-    assert (WEB / "pages" / f"{path.removeprefix('/')}.py").is_file()
+    script = WEB / "pages" / f"{page}.py"
+    assert config["_src"] == f"/app/pages/{page}.py?v={static.asset_version(script)}"
+    assert script.is_file()
     # PyScript itself comes from /vendor too, never from a CDN.
     modules = Elements(response.text).find("script", type="module")
     assert modules and all((m["src"] or "").startswith("/vendor/pyscript/") for m in modules)
     assert "https://" not in response.text.replace("https://shop.example", "")
+    # Everything the page script fetches is preloaded under the very same URL.
+    preloaded = {link["href"] for link in Elements(response.text).find("link", rel="preload")}
+    if kind == "mpy":
+        assert set(expected) | {config["_src"]} <= preloaded
 
 
-def test_config_files_are_served(client: TestClient) -> None:
-    for url, rel in _expected_files().items():
-        response = client.get(url)
-        assert response.status_code == 200, url
-        assert response.content == (WEB / rel).read_bytes()
+def test_pages_get_only_the_modules_they_import(client: TestClient) -> None:
+    popup = _page_script(client.get("/popup").text, "mpy")["files"].values()
+    assert not any(rel.startswith(("coview/netcheck.", "coview/useragent.")) for rel in popup)
+    assert not any(rel.startswith("coview_web/stats.") for rel in popup)
+
+
+def test_config_files_are_served_immutable(client: TestClient) -> None:
+    assert post_login(client).status_code == 303
+    for path, kind in (("/popup", "mpy"), ("/widget", "mpy"), ("/console", "py")):
+        config = _page_script(client.get(path).text, kind)
+        for url, rel in [*config["files"].items(), (config["_src"], "")]:
+            response = client.get(url)
+            assert response.status_code == 200, url
+            assert response.headers["cache-control"] == IMMUTABLE, url
+            source = WEB / url.removeprefix("/app/").partition("?")[0]
+            if url.partition("?")[0].endswith(".mpy"):
+                assert response.content == static.compiled_mpy(source.with_suffix(".py"))
+                assert response.content.startswith(b"M\x06")  # MicroPython .mpy v6
+            else:
+                assert response.content == source.read_bytes()
+            assert not rel or url.partition("?")[0].endswith(rel)
+            # The plain URL (no version) still works, revalidated on every use.
+            plain = client.get(url.partition("?")[0])
+            assert plain.status_code == 200 and plain.headers["cache-control"] == "no-cache"
     assert client.get("/vendor/micropython/micropython.mjs").status_code == 200
     assert client.get("/vendor/pyodide/pyodide.mjs").status_code == 200
 
 
+def test_stylesheets_carry_versions(client: TestClient) -> None:
+    for path in ("/popup", "/widget", "/login", "/demo"):
+        links = Elements(client.get(path).text).find("link", rel="stylesheet")
+        ours = [link["href"] or "" for link in links if (link["href"] or "").startswith("/static/")]
+        assert ours, path
+        for href in ours:
+            plain, _, query = href.partition("?")
+            assert query == f"v={static.asset_version(WEB / plain.removeprefix('/'))}", href
+            assert client.get(href).headers["cache-control"] == IMMUTABLE
+
+
+def _tree(root: Path, files: dict[str, str]) -> None:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+
+
+def test_page_modules_follow_imports(tmp_path: Path) -> None:
+    _tree(
+        tmp_path,
+        {
+            "pages/p.py": "import js\nfrom coview import a as A, b\nfrom coview_web.w import X\n",
+            "coview/__init__.py": "",
+            "coview/a.py": "import json\n\ndef f():\n    from coview.deep import g\n",
+            "coview/b.py": "import coview.c\n",
+            "coview/c.py": "",
+            "coview/deep.py": "",
+            "coview/unused.py": "",
+            "coview/broken.py": "def (:\n",
+            "coview_web/__init__.py": "",
+            "coview_web/w.py": "from coview import protocol  # not on disk: ignored\n",
+            "coview_web/other.py": "",
+        },
+    )
+    assert pages.page_modules(tmp_path, "p") == [
+        "coview/__init__.py",
+        "coview/a.py",
+        "coview/b.py",
+        "coview/c.py",
+        "coview/deep.py",
+        "coview_web/__init__.py",
+        "coview_web/w.py",
+    ]
+    assert pages.page_modules(tmp_path, "missing") == []
+
+
 def test_pyscript_config_follows_files_on_disk(tmp_path: Path) -> None:
-    for package in ("coview", "coview_web"):
-        (tmp_path / package).mkdir()
-        (tmp_path / package / "a.py").write_text("")
-        (tmp_path / package / "notes.txt").write_text("")
-    (tmp_path / "coview" / "new_module.py").write_text("")
+    _tree(
+        tmp_path,
+        {
+            "pages/widget.py": "from coview import a\n",
+            "coview/__init__.py": "",
+            "coview/a.py": "",
+            "coview/notes.txt": "",
+        },
+    )
     settings = Settings.load(overrides={"web_root": str(tmp_path)}, environ={})
-    config = json.loads(pages.pyscript_config(settings, "mpy", "widget"))
+    config = json.loads(pages.pyscript_config(settings, "py", "widget"))
     assert config["files"] == {
-        "/app/coview/a.py": "coview/a.py",
-        "/app/coview/new_module.py": "coview/new_module.py",
-        "/app/coview_web/a.py": "coview_web/a.py",
+        f"/app/coview/__init__.py?v={static.asset_version(tmp_path / 'coview/__init__.py')}": (
+            "coview/__init__.py"
+        ),
+        f"/app/coview/a.py?v={static.asset_version(tmp_path / 'coview/a.py')}": "coview/a.py",
     }
+    before_a = next(url for url in config["files"] if url.startswith("/app/coview/a.py?"))
+    (tmp_path / "coview" / "new_module.py").write_text("x = 1\n")
+    (tmp_path / "coview" / "a.py").write_text("from coview import new_module\n")
+    config = json.loads(pages.pyscript_config(settings, "py", "widget"))
+    assert sorted(config["files"].values()) == [
+        "coview/__init__.py",
+        "coview/a.py",
+        "coview/new_module.py",
+    ]
+    # A changed file gets a new URL: a browser's long-cached copy is never used for it.
+    assert before_a not in config["files"]
+    assert f"/app/coview/a.py?v={static.asset_version(tmp_path / 'coview/a.py')}" in config["files"]
+
+
+def test_micropython_pages_fall_back_to_source_without_mpy_cross(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(static, "_MPY_CROSS", [None])
+    _tree(tmp_path, {"pages/popup.py": "import coview\n", "coview/__init__.py": ""})
+    settings = Settings.load(overrides={"web_root": str(tmp_path)}, environ={})
+    config = json.loads(pages.pyscript_config(settings, "mpy", "popup"))
+    assert list(config["files"].values()) == ["coview/__init__.py"]
+
+
+@pytest.mark.skipif(static.mpy_cross() is None, reason="no mpy-cross of the runtime's release")
+def test_micropython_pages_get_bytecode(tmp_path: Path) -> None:
+    _tree(tmp_path, {"pages/popup.py": "import coview\n", "coview/__init__.py": "X = 1\n"})
+    settings = Settings.load(overrides={"web_root": str(tmp_path)}, environ={})
+    config = json.loads(pages.pyscript_config(settings, "mpy", "popup"))
+    data = static.compiled_mpy(tmp_path / "coview/__init__.py")
+    assert data is not None
+    version = hashlib.sha256(data).hexdigest()[: static.VERSION_LEN]
+    assert config["files"] == {f"/app/coview/__init__.mpy?v={version}": "coview/__init__.mpy"}
 
 
 # --- headers ---------------------------------------------------------------------------

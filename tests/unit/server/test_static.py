@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import hashlib
 import os
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
@@ -14,7 +15,16 @@ from starlette.applications import Starlette
 from starlette.routing import Mount
 from starlette.testclient import TestClient
 
-from coview_server.static import Assets, parse_accept_encoding, safe_segments
+from coview_server import static
+from coview_server.static import (
+    IMMUTABLE,
+    NO_CACHE,
+    Assets,
+    asset_version,
+    compiled_mpy,
+    parse_accept_encoding,
+    safe_segments,
+)
 
 JS = b"export const answer = 42;\n" * 100
 WASM = b"\x00asm\x01\x00\x00\x00" + bytes(range(256)) * 8
@@ -73,6 +83,7 @@ def call(
     headers: dict[str, str] | None = None,
     method: str = "GET",
     root_path: str = "",
+    query: str = "",
 ) -> tuple[int, dict[str, str], bytes]:
     """Call the ASGI app directly: raw path, raw (undecoded) body."""
     scope: dict[str, Any] = {
@@ -81,6 +92,7 @@ def call(
         "path": root_path + path,
         "root_path": root_path,
         "headers": [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()],
+        "query_string": query.encode(),
     }
     sent: list[dict[str, Any]] = []
 
@@ -398,3 +410,140 @@ def test_mounted_route_path(root: Path) -> None:
 )
 def test_safe_segments(path: str, segments: tuple[str, ...] | None) -> None:
     assert safe_segments(path) == segments
+
+
+# -- content-versioned URLs (?v=) ---------------------------------------------------------------
+
+
+def test_versioned_url_is_immutable_on_a_no_cache_mount(root: Path) -> None:
+    app = Assets(root, immutable=False)
+    version = asset_version(root / "main.py")
+    assert version is not None and len(version) == static.VERSION_LEN
+    assert version == hashlib.sha256((root / "main.py").read_bytes()).hexdigest()[:16]
+    status, headers, body = call(app, "/main.py", query=f"v={version}")
+    assert (status, headers["cache-control"], body) == (200, IMMUTABLE.decode(), b"print('hi')\n")
+    # Wrong or stale version (a page rendered before the file changed): the current content,
+    # revalidated as usual, never cached for a year under a URL that names other content.
+    for query in ("v=0123456789abcdef", "v=", "x=1&v=nope", "v=" + version.upper()):
+        status, headers, body = call(app, "/main.py", query=query)
+        assert (status, headers["cache-control"]) == (200, NO_CACHE.decode()), query
+        assert body == b"print('hi')\n"
+    # No version: as before.
+    assert call(app, "/main.py")[1]["cache-control"] == NO_CACHE.decode()
+    # Other query parameters next to the right version do not matter.
+    assert call(app, "/main.py", query=f"a=b&v={version}")[1]["cache-control"] == IMMUTABLE.decode()
+
+
+def test_versioned_url_of_a_precompressed_file(root: Path) -> None:
+    """The version names the content, whichever coding carries it."""
+    app = Assets(root, immutable=False)
+    version = asset_version(root / "app.js")
+    status, headers, body = call(app, "/app.js", {"accept-encoding": "gzip"}, query=f"v={version}")
+    assert (status, headers["content-encoding"]) == (200, "gzip")
+    assert headers["cache-control"] == IMMUTABLE.decode()
+    assert gzip.decompress(body) == JS
+
+
+def test_versioned_url_304(root: Path) -> None:
+    app = Assets(root, immutable=False)
+    version = asset_version(root / "main.py")
+    etag = call(app, "/main.py")[1]["etag"]
+    status, headers, body = call(app, "/main.py", {"if-none-match": etag}, query=f"v={version}")
+    assert (status, body, headers["cache-control"]) == (304, b"", IMMUTABLE.decode())
+
+
+def test_version_follows_content(root: Path) -> None:
+    before = asset_version(root / "main.py")
+    (root / "main.py").write_text("print('changed')\n")
+    after = asset_version(root / "main.py")
+    assert before != after
+    app = Assets(root, immutable=False)
+    assert call(app, "/main.py", query=f"v={before}")[1]["cache-control"] == NO_CACHE.decode()
+    assert call(app, "/main.py", query=f"v={after}")[1]["cache-control"] == IMMUTABLE.decode()
+
+
+def test_version_of_nothing(root: Path) -> None:
+    assert asset_version(root / "missing.py") is None
+    assert asset_version(root / "sub") is None
+
+
+def test_immutable_mount_ignores_versions(root: Path) -> None:
+    app = Assets(root, immutable=True)
+    assert call(app, "/main.py", query="v=wrong")[1]["cache-control"] == IMMUTABLE.decode()
+
+
+def test_versioned_url_through_http_client(client: TestClient, root: Path) -> None:
+    version = asset_version(root / "main.py")
+    response = client.get(f"/app/main.py?v={version}")
+    assert response.headers["cache-control"] == IMMUTABLE.decode()
+    assert client.get("/app/main.py?v=bad").headers["cache-control"] == "no-cache"
+
+
+# -- MicroPython bytecode (.mpy) --------------------------------------------------------------
+
+needs_mpy_cross = pytest.mark.skipif(
+    static.mpy_cross() is None, reason="no mpy-cross of the vendored MicroPython's release"
+)
+
+
+@needs_mpy_cross
+def test_mpy_is_compiled_from_the_source(root: Path) -> None:
+    app = Assets(root, immutable=False)
+    status, headers, body = call(app, "/main.mpy", {"accept-encoding": "gzip, br"})
+    assert status == 200 and body.startswith(b"M\x06")  # .mpy format version 6
+    assert headers["content-type"] == "application/octet-stream"
+    assert "content-encoding" not in headers
+    assert headers["content-length"] == str(len(body))
+    assert body == compiled_mpy(root / "main.py")
+    version = asset_version(root / "main.mpy")
+    assert version == hashlib.sha256(body).hexdigest()[: static.VERSION_LEN]
+    assert headers["cache-control"] == NO_CACHE.decode()
+    versioned = call(app, "/main.mpy", query=f"v={version}")
+    assert versioned[1]["cache-control"] == IMMUTABLE.decode() and versioned[2] == body
+    status, _, empty = call(app, "/main.mpy", {"if-none-match": headers["etag"]})
+    assert (status, empty) == (304, b"")
+    # HEAD: headers only.
+    status, head, empty = call(app, "/main.mpy", method="HEAD")
+    assert (status, empty, head["content-length"]) == (200, b"", str(len(body)))
+
+
+@needs_mpy_cross
+def test_mpy_follows_the_source(root: Path) -> None:
+    before = compiled_mpy(root / "main.py")
+    (root / "main.py").write_text("print('something else entirely')\n")
+    after = compiled_mpy(root / "main.py")
+    assert before and after and before != after
+
+
+@needs_mpy_cross
+def test_mpy_of_broken_source_is_404(root: Path) -> None:
+    (root / "bad.py").write_text("def (:\n")
+    assert compiled_mpy(root / "bad.py") is None
+    assert call(Assets(root), "/bad.mpy")[0] == 404
+    assert asset_version(root / "bad.mpy") is None
+
+
+def test_mpy_without_a_source_or_compiler_is_404(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert call(Assets(root), "/nothing.mpy")[0] == 404
+    assert call(Assets(root), "/../secret.mpy")[0] == 404
+    monkeypatch.setattr(static, "_MPY_CROSS", [None])
+    assert compiled_mpy(root / "main.py") is None
+    assert call(Assets(root), "/main.mpy")[0] == 404
+
+
+def test_an_existing_mpy_file_is_served_as_is(root: Path) -> None:
+    (root / "real.mpy").write_bytes(b"M\x06real")
+    (root / "real.py").write_text("x = 1\n")
+    assert call(Assets(root), "/real.mpy")[2] == b"M\x06real"
+
+
+def test_mpy_cross_must_match_the_runtime_release(tmp_path: Path) -> None:
+    """Bytecode of another MicroPython release does not load: no compiler rather than that."""
+    if static.mpy_cross() is None:
+        pytest.skip("no mpy-cross here")
+    (tmp_path / "micropython.wasm").write_bytes(b"\x00asm...MicroPython v0.1.0-1 on ...")
+    assert static.mpy_cross(tmp_path) is None
+    (tmp_path / "other").mkdir()
+    assert static.mpy_cross(tmp_path / "other") is None  # no runtime at all
