@@ -16,7 +16,8 @@ outside the machine.
   ready once its log says so. :meth:`RedisServer.restart` stops and starts it again on the
   same socket, for tests of what clients do when Redis goes away.
 
-pytest fixtures (session-scoped servers) are defined at the end; a conftest imports them
+pytest fixtures (session-scoped servers, and ``postgres_database``: a fresh database per
+test) are defined at the end; a conftest or test module imports them
 (``from tests.services import postgres_server, redis_server  # noqa: F401``). A test
 that needs a server it cannot find is skipped with the reason, except under CI
 (``CI=true``), where bootstrap installs both and a missing binary fails the test instead
@@ -45,6 +46,7 @@ __all__ = [
     "ServiceUnavailable",
     "find_postgres_bin",
     "find_redis_server",
+    "postgres_database",
     "postgres_server",
     "redis_server",
     "require",
@@ -386,3 +388,14 @@ def redis_server() -> Iterator[RedisServer]:
     binary = require(find_redis_server)
     with RedisServer(binary) as server:
         yield server
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """A fresh, empty database for one test: its SQLAlchemy URL over the unix socket
+    (``postgresql+asyncpg://postgres@/NAME?host=DIR&port=5432``), which is also what a
+    ``coview serve`` process takes as ``COVIEW_DATABASE_URL``. Dropped after the test,
+    closing whatever still uses it."""
+    url = postgres_server.new_database("e2e")
+    yield url
+    postgres_server.drop_database(url)

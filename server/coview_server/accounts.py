@@ -19,7 +19,7 @@ from .passwords import check_password_policy
 from .store import AuthError, Store, StoreError, UserRow, normalize_email
 
 if TYPE_CHECKING:  # the hub imports this module for its permission checks
-    from .hub import Hub
+    from .hub import HubFront
 
 #: Company-wide switches and their values when nothing is stored.
 SCREEN_SHARING = "screen_sharing"
@@ -99,7 +99,7 @@ async def _target(store: Store, user_id: int) -> UserRow:
 
 
 async def set_disabled(
-    store: Store, hub: Hub, admin: UserRow, user_id: int, disabled: bool
+    store: Store, hub: HubFront, admin: UserRow, user_id: int, disabled: bool
 ) -> UserRow:
     """Disabling signs the agent out everywhere at once and ends their shares."""
     user = await _target(store, user_id)
@@ -113,7 +113,7 @@ async def set_disabled(
     return row
 
 
-async def reset_password(store: Store, hub: Hub, user_id: int, password: str) -> UserRow:
+async def reset_password(store: Store, hub: HubFront, user_id: int, password: str) -> UserRow:
     """A new password from an admin: the account's sessions and sockets end with it."""
     user = await _target(store, user_id)
     _check_password(password)
@@ -124,14 +124,14 @@ async def reset_password(store: Store, hub: Hub, user_id: int, password: str) ->
     return user
 
 
-async def set_screen_share(store: Store, hub: Hub, user_id: int, allowed: bool) -> UserRow:
+async def set_screen_share(store: Store, hub: HubFront, user_id: int, allowed: bool) -> UserRow:
     user = await _target(store, user_id)
     row = await store.set_user_permissions(user.id, can_screen_share=allowed)
     await hub.push_permissions(user.id)
     return row
 
 
-async def set_company_screen_sharing(store: Store, hub: Hub, on: bool) -> None:
+async def set_company_screen_sharing(store: Store, hub: HubFront, on: bool) -> None:
     await store.set_company_setting(SCREEN_SHARING, "on" if on else "off")
     await hub.push_permissions(None)
 

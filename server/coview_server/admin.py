@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, PlainTextResponse, RedirectRespons
 
 from . import accounts
 from .accounts import AccountError
-from .hub import Hub
+from .hub import HubFront
 from .models import ROLES, AuditRow
 from .pages import current_user, render
 from .settings import Settings
@@ -74,7 +74,7 @@ async def agents(request: Request) -> Response:
     if not _csrf_ok(csrf, form):
         return await _agents_page(request, admin, csrf, error=EXPIRED_FORM, status=400)
     store: Store = request.state.store
-    hub: Hub = request.state.hub
+    hub: HubFront = request.state.hub
     action = str(form.get("action", ""))
     try:
         done = await _act(store, hub, admin, action, form)
@@ -84,7 +84,7 @@ async def agents(request: Request) -> Response:
     return await _agents_page(request, admin, csrf, done=done)
 
 
-async def _act(store: Store, hub: Hub, admin: UserRow, action: str, form: Any) -> str:
+async def _act(store: Store, hub: HubFront, admin: UserRow, action: str, form: Any) -> str:
     if action not in ACTIONS:
         raise AccountError("Unknown action: reload the page and try again.")
     if action == "create":

@@ -11,8 +11,8 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
-from typing import TypedDict
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypedDict
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -22,7 +22,9 @@ from starlette.routing import Mount, Route, WebSocketRoute
 
 from . import admin, check, pages, phone, signaling, turn
 from .bootstrap import ensure_admin
-from .hub import Hub
+from .broker import broker_for
+from .cluster import Cluster
+from .hub import Conn, Hub, HubFront, run_clock
 from .limits import AddressGate, BodyLimit
 from .relay_bridge import RelayBridge
 from .relay_probe import RelayProbe
@@ -33,13 +35,14 @@ from .store import Store
 
 log = logging.getLogger("coview")
 
-TICK_S = 0.25
-
 
 class State(TypedDict):
     settings: Settings
     store: Store
-    hub: Hub
+    #: The hub itself in one process; the gateway to it when several serve (Redis).
+    hub: HubFront
+    #: ICE servers for a socket's ``welcome`` (fresh TURN credentials each time).
+    ice_servers: Callable[[Conn], list[dict[str, Any]]]
     ws_gate: AddressGate
     #: The network check's test calls with the relay; None when the relay is off.
     relay_probe: RelayProbe | None
@@ -67,13 +70,37 @@ def create_app(settings: Settings) -> Starlette:
                 f"Change it after logging in (coview reset-password).\n\n"
             )
             sys.stdout.flush()
-        hub = Hub(store, settings, ice_servers=turn.ice_servers_for(settings))
-        await hub.recover()
-        relay = RelayBridge(hub, settings)
-        probe = None
-        if settings.media_relay != "off" and await relay.start():
-            probe = RelayProbe(settings.relay_addresses)
-        ticker = asyncio.create_task(_tick(hub))
+        ice_servers = turn.ice_servers_for(settings)
+        bridges: list[RelayBridge] = []
+
+        async def attach_relay(hub: Hub) -> bool:
+            """The media relay serves the process that runs the hub."""
+            bridge = RelayBridge(hub, settings)
+            bridges.append(bridge)
+            return settings.media_relay != "off" and await bridge.start()
+
+        front: HubFront
+        cluster: Cluster | None = None
+        ticker: asyncio.Task[None] | None = None
+        local_hub: Hub | None = None
+        relayed = False
+        if settings.multi_instance:
+            broker = broker_for(settings.redis_url, settings.redis_prefix)
+            await broker.start()
+            cluster = Cluster(
+                broker, store, lambda: Hub(store, settings, ice_servers=ice_servers), attach_relay
+            )
+            await cluster.start()
+            front = cluster
+            relayed = settings.media_relay != "off"
+            log.info("serving as node %s of a deployment (Redis)", broker.node_id)
+        else:
+            local_hub = Hub(store, settings, ice_servers=ice_servers)
+            await local_hub.recover()
+            relayed = await attach_relay(local_hub)
+            ticker = asyncio.create_task(run_clock(local_hub))
+            front = local_hub
+        probe = RelayProbe(settings.relay_addresses) if relayed else None
         turn_check = turn.start_checks(settings)
         try:
             gate = AddressGate(
@@ -82,17 +109,24 @@ def create_app(settings: Settings) -> Starlette:
             yield {
                 "settings": settings,
                 "store": store,
-                "hub": hub,
+                "hub": front,
+                "ice_servers": ice_servers,
                 "ws_gate": gate,
                 "relay_probe": probe,
             }
         finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
             await turn.stop_checks(turn_check)
-            await hub.shutdown()
-            await relay.stop()
+            if local_hub is not None:
+                await local_hub.shutdown()
+            if cluster is not None:
+                await cluster.close()  # a leader shuts its hub down and frees the lease
+                await cluster.broker.close()
+            for bridge in bridges:
+                await bridge.stop()
             if probe is not None:
                 await probe.close()
             await store.close()
@@ -143,12 +177,3 @@ def create_app(settings: Settings) -> Starlette:
 
 async def _health(request: Request) -> Response:
     return PlainTextResponse("ok")
-
-
-async def _tick(hub: Hub) -> None:
-    while True:
-        await asyncio.sleep(TICK_S)
-        try:
-            await hub.tick()
-        except Exception:  # the clock must keep running whatever one share does
-            log.exception("share tick failed")

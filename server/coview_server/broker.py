@@ -301,7 +301,29 @@ def _lease_free_channel(resource: str) -> str:
     return f"_lease_free:{resource}"
 
 
-class Broker(abc.ABC):
+class _Lifecycle:
+    """``async with`` for what must be ``start()``-ed and ``close()``-d."""
+
+    async def start(self) -> None:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+class Broker(_Lifecycle, abc.ABC):
     """Publish/subscribe between processes, and leases. Use as ``async with``."""
 
     def __init__(self, *, node_id: str | None = None, max_pending: int = DEFAULT_MAX_PENDING):
@@ -341,18 +363,6 @@ class Broker(abc.ABC):
             lease._lose("broker aborted")
         self._end_all(BrokerUnavailable("broker aborted"))
         await self._disconnect()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     def on_reconnect(self, callback: Callable[[], Awaitable[None] | None]) -> None:
         """Call ``callback`` after every reconnection to the backend, once every open
@@ -1028,7 +1038,7 @@ class Service:
                 await task
 
 
-class Rpc:
+class Rpc(_Lifecycle):
     """Request/reply on top of a :class:`Broker`.
 
     A request is published to a channel with this node's reply channel and an id; the
@@ -1104,15 +1114,3 @@ class Rpc:
             if not fut.done():
                 fut.set_exception(BrokerUnavailable("rpc closed"))
         self._pending.clear()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

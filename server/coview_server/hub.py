@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from coview import protocol as P, share as S, useragent
 from coview.negotiation import ANSWERER, OFFERER
@@ -61,6 +61,9 @@ class Conn:
     evicted: bool = False
     #: A share window that came back with its resume credential (not its token).
     resumed: bool = False
+    #: Refusals a hub in another process sent this socket (``coview_server.cluster``):
+    #: they count towards the endpoint's abuse limit like its own.
+    refused: int = 0
 
     def send(self, msg: dict[str, Any]) -> None:
         if self.closed:
@@ -88,6 +91,33 @@ class Conn:
                 while not self.queue.empty():
                     self.queue.get_nowait()
             self.queue.put_nowait(None)  # the writer sends what is queued, then stops
+
+
+class HubFront(Protocol):
+    """What the endpoints need of the hub: :class:`Hub` itself in one process, a
+    :class:`~coview_server.cluster.Cluster` gateway when several processes serve."""
+
+    async def join(self, conn: Conn) -> None: ...
+
+    async def handle(self, conn: Conn, msg: dict[str, Any]) -> None: ...
+
+    async def leave(self, conn: Conn, left: bool = True) -> None: ...
+
+    async def claim_key(
+        self, key: str, address: str, proof: str | None = None, user_agent: str = ""
+    ) -> KeyClaim: ...
+
+    async def disconnect_user(self, user_id: int, text: str) -> None: ...
+
+    async def push_permissions(self, user_id: int | None) -> None: ...
+
+
+async def new_resume(store: Store, share_id: str) -> str:
+    """A fresh resume credential for a share window, replacing its last one (only the
+    hash is stored: docs/protocol.md, Reconnect and resume)."""
+    credential = new_token()
+    await store.update_share(share_id, resume_hash=token_hash(credential))
+    return credential
 
 
 @dataclass(eq=False)
@@ -241,10 +271,7 @@ class Hub:
         return session
 
     async def new_resume(self, share_id: str) -> str:
-        """A fresh resume credential for a share window, replacing its last one."""
-        credential = new_token()
-        await self.store.update_share(share_id, resume_hash=token_hash(credential))
-        return credential
+        return await new_resume(self.store, share_id)
 
     def conns_where(self, pred: Callable[[Conn], bool]) -> list[Conn]:
         return [c for c in self.conns.values() if pred(c)]
@@ -1315,6 +1342,19 @@ class Hub:
         await self._broadcast_conversation(conv)
 
     _handlers: dict[tuple[str, str], Callable[[Hub, Conn, dict[str, Any]], Any]] = {}
+
+
+TICK_S = 0.25
+
+
+async def run_clock(hub: Hub) -> None:
+    """Drive the share machines' deadlines a few times a second, until cancelled."""
+    while True:
+        await asyncio.sleep(TICK_S)
+        try:
+            await hub.tick()
+        except Exception:  # the clock must keep running whatever one share does
+            log.exception("share tick failed")
 
 
 def _gone(role: str) -> Conn:

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from . import keys
-from .hub import Hub
+from .hub import HubFront
 from .pages import _client_ip, render
 from .settings import Settings
 
@@ -64,7 +64,7 @@ async def share_key(request: Request) -> Response:
     key = keys.normalize(str(form.get("key", "")), settings.share_key_digits)
     if key is None:
         return _form(request, settings, malformed_text(settings), 400)
-    hub: Hub = request.state.hub
+    hub: HubFront = request.state.hub
     claim = await hub.claim_key(
         key,
         _client_ip(request),

@@ -18,11 +18,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from coview import protocol as P, share as S
 from coview.liveness import DEAD, PING, Liveness
 
-from .hub import Conn, Hub, HubError
+from .hub import Conn, HubError, HubFront, new_resume
 from .limits import AddressGate, fit_frame
 from .security import check_origin
 from .settings import Settings
-from .store import Store
+from .store import ShareRow, Store
 from .tokens import new_token, token_hash
 
 log = logging.getLogger("coview.signaling")
@@ -68,7 +68,7 @@ class Refused(Exception):
 
 async def endpoint(websocket: WebSocket) -> None:
     state = websocket.state
-    hub: Hub = state.hub
+    hub: HubFront = state.hub
     settings: Settings = state.settings
     if not check_origin(
         dict(websocket.headers), set(settings.allowed_origins), websocket.headers.get("host", "")
@@ -90,11 +90,11 @@ async def endpoint(websocket: WebSocket) -> None:
         gate.release(address)
 
 
-async def _serve(websocket: WebSocket, hub: Hub, settings: Settings, store: Store) -> None:
+async def _serve(websocket: WebSocket, hub: HubFront, settings: Settings, store: Store) -> None:
     await websocket.accept()
     conn: Conn | None = None
     try:
-        conn = await _handshake(websocket, hub, store, settings)
+        conn = await _handshake(websocket, store, settings)
     except Refused as exc:
         await _send(websocket, P.error(exc.code, exc.text, "handshake", fatal=True))
         await _close(websocket, exc.close_code)
@@ -126,7 +126,7 @@ async def _serve(websocket: WebSocket, hub: Hub, settings: Settings, store: Stor
         await _close(websocket, close_code)  # after the writer flushed the last error
 
 
-async def _handshake(websocket: WebSocket, hub: Hub, store: Store, settings: Settings) -> Conn:
+async def _handshake(websocket: WebSocket, store: Store, settings: Settings) -> Conn:
     try:
         text = await asyncio.wait_for(_receive_text(websocket), HANDSHAKE_TIMEOUT_S)
     except TimeoutError:
@@ -164,17 +164,18 @@ async def _handshake(websocket: WebSocket, hub: Hub, store: Store, settings: Set
         resume = msg.get("resume")
         if resume:
             fresh = new_token()
-            conn.share_id = await _resume_share(hub, store, resume, fresh)
+            row = await _resume_share(store, resume, fresh)
             conn.resumed = True
             info["resumed"] = True
             info["resume"] = fresh
         else:
-            conn.share_id = await _claim_share(hub, store, msg.get("token"))
-            info["resume"] = await hub.new_resume(conn.share_id)
-        live = hub.shares[conn.share_id]
-        info["share"] = conn.share_id
-        info["conversation"] = live.row.conversation_id
-        info["agent_name"] = hub._agent_name(live.row.requested_by)
+            row = await _claim_share(store, msg.get("token"))
+            info["resume"] = await new_resume(store, row.id)
+        conn.share_id = row.id
+        info["share"] = row.id
+        info["conversation"] = row.conversation_id
+        asker = await store.get_user(row.requested_by)
+        info["agent_name"] = asker.display_name if asker is not None else "Support"
     info["ice_transport_policy"] = settings.ice_transport_policy
     await _send(
         websocket,
@@ -183,45 +184,48 @@ async def _handshake(websocket: WebSocket, hub: Hub, store: Store, settings: Set
             version=P.PROTOCOL_VERSION,
             role=role,
             conn=conn.id,
-            ice_servers=hub.ice_servers(conn),
+            ice_servers=websocket.state.ice_servers(conn),
             info=info,
         ),
     )
     return conn
 
 
-async def _claim_share(hub: Hub, store: Store, token: str | None) -> str:
-    """Spend a popup token: valid once, before its expiry, for a share still running."""
+async def _claim_share(store: Store, token: str | None) -> ShareRow:
+    """Spend a popup token: valid once, before its expiry, for a share still running.
+
+    Decided on the stored row, which the hub keeps current, so any process of a
+    deployment can admit the window (``coview_server.cluster``)."""
     if not token:
         raise Refused(P.UNAUTHORIZED, "this link has no share token")
     row = await store.share_by_token_hash(token_hash(token))
     if row is None:
         raise Refused(P.UNAUTHORIZED, "this share link is not valid")
-    if row.ended_at is not None or row.id not in hub.shares:
+    if row.ended_at is not None or row.state == S.ENDED:
         raise Refused(P.ENDED, "this screen share has already ended")
     if row.token_used:
         raise Refused(P.USED, "this share link has already been used")
     if row.token_expires_at is not None and row.token_expires_at < time.time():
         raise Refused(P.EXPIRED, "this share link has expired")
-    if hub.shares[row.id].session.state not in (S.REQUESTED, S.ACCEPTED):
+    if row.state not in (S.REQUESTED, S.ACCEPTED):
         raise Refused(P.USED, "this share link has already been used")
     if not await store.spend_share_token(row.id):  # a concurrent claim won the race
         raise Refused(P.USED, "this share link has already been used")
-    return row.id
+    return row
 
 
-async def _resume_share(hub: Hub, store: Store, credential: str, fresh: str) -> str:
+async def _resume_share(store: Store, credential: str, fresh: str) -> ShareRow:
     """Spend a share window's resume credential; the window gets ``fresh`` instead."""
     row = await store.swap_resume_hash(token_hash(credential), token_hash(fresh))
     if row is None:
         raise Refused(P.UNAUTHORIZED, "this share window can no longer resume")
-    if row.ended_at is not None or row.id not in hub.shares:
+    if row.ended_at is not None or row.state == S.ENDED:
         raise Refused(P.ENDED, "this screen share has already ended")
-    return row.id
+    return row
 
 
 async def _reader(
-    websocket: WebSocket, hub: Hub, conn: Conn, settings: Settings
+    websocket: WebSocket, hub: HubFront, conn: Conn, settings: Settings
 ) -> tuple[int, bool]:
     """Serve the socket until it ends; returns the close code to send, and whether the
     page left (False: its connection was lost)."""
@@ -265,7 +269,7 @@ async def _reader(
                 conn.send(P.error(exc.code, exc.text, fatal=exc.fatal))
                 if exc.fatal:
                     return WS_1000_NORMAL, True
-        if errors > MAX_ERRORS:
+        if errors + conn.refused > MAX_ERRORS:
             conn.send(P.error(P.RATE_LIMITED, "too many refused messages", fatal=True))
             return WS_1000_NORMAL, True
     return WS_1000_NORMAL, True

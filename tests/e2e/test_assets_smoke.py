@@ -13,15 +13,12 @@ Run it inside a loopback-only network namespace (scripts/test does).
 from __future__ import annotations
 
 import json
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, Request
 from starlette.applications import Starlette
 from starlette.routing import Mount, WebSocketRoute
@@ -29,6 +26,7 @@ from starlette.websockets import WebSocket
 
 from coview_server.security import SecurityHeaders
 from coview_server.static import Assets
+from coview_server.testing.server import serve_app
 
 from .conftest import HYGIENE_ARGS
 
@@ -66,33 +64,12 @@ def make_app() -> SecurityHeaders:
     return SecurityHeaders(app)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def origin() -> Iterator[str]:
     if not (VENDOR / "manifest.json").is_file():
         pytest.fail("web/vendor is not built: run `python scripts/build_assets.py`")
-    port = _free_port()
-    config = uvicorn.Config(
-        make_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("test server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(make_app()) as origin:
+        yield origin
 
 
 @pytest.fixture(scope="module")

@@ -23,17 +23,17 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import uvicorn
 from playwright.sync_api import Browser, ConsoleMessage, Page, Request
 
-from .conftest import ROOT, free_port
+from coview_server.testing.server import serve_app
+
+from .conftest import ROOT
 from .core_runner import CRASHES, core_test_modules, core_test_paths, make_app
 
 pytestmark = pytest.mark.e2e
@@ -147,23 +147,8 @@ def cpython() -> Iterator[CPythonCollection]:
 def origin() -> Iterator[str]:
     if not (ROOT / "web" / "vendor" / "manifest.json").is_file():
         pytest.fail("web/vendor is not built: run `python scripts/build_assets.py`")
-    port = free_port()
-    config = uvicorn.Config(
-        make_app(), host="127.0.0.1", port=port, log_level="warning", lifespan="off"
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        if time.monotonic() > deadline or not thread.is_alive():
-            pytest.fail("core runner server did not start")
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with serve_app(make_app()) as origin:
+        yield origin
 
 
 class PageWatch:

@@ -6,10 +6,14 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from coview_server.settings import REPO_DIR
 
@@ -123,11 +127,38 @@ class Server:
             return ""
 
 
-def make_server(tmp: Path, **env: str) -> Server:
+def make_server(tmp: Path, *, create_agent: bool = True, **env: str) -> Server:
     """Start a server (``env``: ``COVIEW_*`` settings on top of the test defaults) with the
-    admin and one agent (:data:`AGENT_EMAIL`); its origin joins :data:`OUR_ORIGINS`."""
+    admin and one agent (:data:`AGENT_EMAIL`); its origin joins :data:`OUR_ORIGINS`.
+
+    ``create_agent=False`` skips the agent: for a further process of a deployment whose
+    shared database (``COVIEW_DATABASE_URL``) has it already."""
     server = Server(tmp=tmp, env_extra=env)
     server.start()
     OUR_ORIGINS.add(server.url)
-    server.create_agent()
+    if create_agent:
+        server.create_agent()
     return server
+
+
+@contextmanager
+def serve_app(app: Any, timeout_s: float = 15.0) -> Iterator[str]:
+    """Serve an ASGI ``app`` (no lifespan) on a free loopback port in a thread, for
+    tests that need a page server of their own; yields its origin."""
+    import uvicorn  # only the tests that serve an app of their own need it
+
+    port = free_port()
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + timeout_s
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("the test app's server did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)

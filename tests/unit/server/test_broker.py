@@ -205,10 +205,11 @@ async def test_one_owner_at_a_time(make_broker: MakeBroker) -> None:
 
 async def test_a_lease_is_renewed_while_held(make_broker: MakeBroker) -> None:
     a, b = await make_broker(), await make_broker()
-    lease = await a.acquire("r", ttl_s=0.3)
+    # A TTL well above the event loop's stalls on a loaded machine (renewals come every
+    # third of it): b waits three TTLs for it, in vain, because a's renewals keep it.
+    lease = await a.acquire("r", ttl_s=1.0)
     assert lease is not None
-    # b waits four TTLs for it, in vain: a's renewals keep it.
-    assert await b.acquire("r", ttl_s=0.3, wait_s=1.2) is None
+    assert await b.acquire("r", ttl_s=1.0, wait_s=3.0) is None
     assert lease.held and await b.lease_owner("r") == a.node_id
 
 
@@ -232,11 +233,11 @@ async def test_the_lease_of_a_dead_holder_is_taken_over_after_its_ttl(
     make_broker: MakeBroker,
 ) -> None:
     a, b = await make_broker(), await make_broker()
-    lease = await a.acquire("r", ttl_s=0.5)
+    lease = await a.acquire("r", ttl_s=2.0)  # well above a loaded loop's stalls
     assert lease is not None
     await a.abort()  # a crash: nothing released, nothing renewed
     assert lease.lost.is_set() and not lease.held
-    assert await b.acquire("r", ttl_s=0.5) is None  # not yet: the TTL runs
+    assert await b.acquire("r", ttl_s=2.0) is None  # not yet: the TTL runs
     loop = asyncio.get_running_loop()
     started = loop.time()
     taken = await b.acquire("r", ttl_s=5, wait_s=20)
