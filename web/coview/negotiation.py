@@ -37,6 +37,7 @@ CLOSED = "closed"
 
 DISCONNECTED_GRACE_S = 4.0  # "disconnected" this long triggers a restart
 MAX_RESTARTS = 2
+_DOWN = ("disconnected", "failed")  # connection states that count as ICE being down
 
 
 class NegotiationError(Exception):
@@ -67,6 +68,7 @@ class Negotiation:
         self._local_pending: list[Any] = []
         self._remote_pending: list[Any] = []
         self._disconnected_since: float | None = None
+        self._ice = NEW  # the last connectionState the shell reported
         self._actions: list[tuple[Any, ...]] = []
 
     # -- events from the shell ----------------------------------------------------------
@@ -130,7 +132,7 @@ class Negotiation:
             else:
                 self._remote_pending.append(cand)
         elif mtype == "restart":
-            if self.role == OFFERER:
+            if self.role == OFFERER and not self._restart_in_grace():
                 self._restart(requested=True)
         else:
             raise NegotiationError("unknown_type", "not a negotiation message")
@@ -146,6 +148,7 @@ class Negotiation:
         """``RTCPeerConnection.connectionState`` changed."""
         if self.state in (CLOSED, FAILED):
             return
+        self._ice = state
         if state == "connected":
             self._disconnected_since = None
             if self.state != CONNECTED:
@@ -161,6 +164,11 @@ class Negotiation:
     def tick(self, now: float) -> None:
         if self.state in (CLOSED, FAILED):
             return
+        if self.state == CONNECTING and self._ice in _DOWN:
+            # A restart's descriptions are exchanged and ICE is still down: the browser may
+            # report nothing new until its ~30 s consent timeout, so the grace runs again.
+            if self._disconnected_since is None:
+                self._disconnected_since = now
         since = self._disconnected_since
         if since is not None and now - since >= DISCONNECTED_GRACE_S:
             self._disconnected_since = None
@@ -184,6 +192,11 @@ class Negotiation:
     def _send_candidate(self, candidate: "Any") -> None:
         self._actions.append(("send", {"type": "ice", "pc": self.pc, "candidate": candidate}))
 
+    def _restart_in_grace(self) -> bool:
+        """Our last restart's descriptions are exchanged and its grace runs (ICE still down):
+        a request crossing it is for the same outage, and the grace restarts by itself."""
+        return self.state == CONNECTING and self.restarts > 0 and self._ice in _DOWN
+
     def _restart(self, requested: bool) -> None:
         # One restart at a time: both ends usually see the same failure, and a second
         # offer crossing the first leaves an answer with no offer.  Failed is final.
@@ -195,6 +208,7 @@ class Negotiation:
             self._report(FAILED)
             return
         self.restarts += 1
+        self._disconnected_since = None  # a new grace once this restart is exchanged
         self._go(RESTARTING)
         if self.role == OFFERER:
             self._sent_description = False

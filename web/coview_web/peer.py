@@ -9,7 +9,7 @@ import asyncio
 
 import js
 
-from coview.negotiation import Negotiation, NegotiationError
+from coview.negotiation import CLOSED, FAILED, Negotiation, NegotiationError
 from coview_web import ffi
 
 
@@ -46,6 +46,7 @@ class Peer:
         self.closed = False
         self._queue = []
         self._pumping = False
+        self._clock = None  # the task ticking the core while ICE is down
         self.ice_policy = ice_policy
         self.pc = js.RTCPeerConnection.new(ffi.to_js(self._config(ice_servers)))
         ffi.add_listener(self.pc, "icecandidate", self._on_candidate)
@@ -113,8 +114,24 @@ class Peer:
         self._pump()
 
     def _on_connection_state(self, event):
-        self.neg.connection_state(str(self.pc.connectionState), ffi.now_ms() / 1000.0)
+        state = str(self.pc.connectionState)
+        self.neg.connection_state(state, ffi.now_ms() / 1000.0)
         self._pump()
+        if state in ("disconnected", "failed") and self._clock is None and not self.closed:
+            self._clock = asyncio.create_task(self._tick_while_down())
+
+    async def _tick_while_down(self):
+        """Tick the core until ICE is back (or given up): the restart deadlines must run out
+        in every page, and the share window has no other clock."""
+        try:
+            while not self.closed and self.neg.state not in (FAILED, CLOSED):
+                if str(self.pc.connectionState) == "connected":
+                    break
+                await asyncio.sleep(0.5)
+                if not self.closed:
+                    self.tick(ffi.now_ms() / 1000.0)
+        finally:
+            self._clock = None
 
     def _on_track(self, event):
         if self.on_track is None:

@@ -503,6 +503,217 @@ def test_answerer_disconnected_too_long_asks_for_a_restart():
     assert n.actions() == [("state", "restarting"), send(RESTART)]
 
 
+def test_a_restart_that_leaves_ice_down_gets_the_grace_again_then_fails():
+    # A cut media path: the browser says "disconnected" once and nothing new until its
+    # consent timeout (~30 s), however many restarts are exchanged meanwhile.
+    n = Negotiation(PC, OFFERER, report=True)
+    n.start()
+    n.local_description("offer", "o-sdp")
+    n.remote_message(answer())
+    n.remote_description_set()
+    n.connection_state("connected", 1.0)
+    n.connection_state("disconnected", 10.0)
+    n.actions()
+    n.tick(10.0 + DISCONNECTED_GRACE_S)
+    assert n.actions() == [("state", "restarting"), ("create_offer", True)]
+    n.tick(30.0)  # the restart's offer is not even out: its grace has not begun
+    assert n.actions() == []
+    for attempt, t in ((1, 31.0), (2, 31.0 + DISCONNECTED_GRACE_S)):
+        n.local_description("offer", "o" + str(attempt))
+        n.remote_message(answer("a" + str(attempt)))
+        n.remote_description_set()
+        assert n.actions() == [
+            send(offer("o" + str(attempt))),
+            ("set_remote", "answer", "a" + str(attempt)),
+            ("state", "connecting"),
+        ]
+        n.tick(t)  # descriptions exchanged, ICE still down: the grace starts now
+        n.tick(t + DISCONNECTED_GRACE_S - 0.001)
+        assert n.actions() == []
+        n.tick(t + DISCONNECTED_GRACE_S)
+        if attempt == 1:
+            assert n.actions() == [("state", "restarting"), ("create_offer", True)]
+    assert n.actions() == [("state", "failed"), ("failed", "ice"), status("failed")]
+    assert n.restarts == MAX_RESTARTS
+    assert n.history == [
+        "new",
+        "offering",
+        "connecting",
+        "connected",
+        "restarting",
+        "connecting",
+        "restarting",
+        "connecting",
+        "failed",
+    ]
+    n.tick(100.0)
+    n.connection_state("failed", 101.0)  # the browser's own verdict, much later
+    assert n.actions() == []
+
+
+def test_answerer_whose_restarts_leave_ice_down_asks_again_then_fails():
+    n = Negotiation(PC, ANSWERER, report=True)
+    n.remote_message(offer())
+    n.remote_description_set()
+    n.local_description("answer", "a-sdp")
+    n.connection_state("connected", 1.0)
+    n.connection_state("disconnected", 10.0)
+    n.actions()
+    n.tick(10.0 + DISCONNECTED_GRACE_S)
+    for attempt, t in ((1, 15.0), (2, 15.0 + DISCONNECTED_GRACE_S)):
+        assert n.actions() == [("state", "restarting"), send(RESTART)]
+        n.remote_message(offer("o" + str(attempt)))
+        n.remote_description_set()
+        n.local_description("answer", "a" + str(attempt))
+        assert n.actions() == [
+            ("state", "answering"),
+            ("set_remote", "offer", "o" + str(attempt)),
+            ("create_answer",),
+            send({"type": "answer", "pc": PC, "sdp": "a" + str(attempt)}),
+            ("state", "connecting"),
+        ]
+        n.tick(t)
+        n.tick(t + DISCONNECTED_GRACE_S)
+    assert n.actions() == [("state", "failed"), ("failed", "ice"), status("failed")]
+    assert n.history == [
+        "new",
+        "answering",
+        "connecting",
+        "connected",
+        "restarting",
+        "answering",
+        "connecting",
+        "restarting",
+        "answering",
+        "connecting",
+        "failed",
+    ]
+
+
+def test_a_restart_after_failed_with_no_new_state_gets_the_grace_too():
+    n = connected_offerer()
+    n.connection_state("failed", 10.0)
+    n.local_description("offer", "o1")
+    n.remote_message(answer("a1"))
+    n.remote_description_set()
+    n.actions()
+    n.tick(11.0)
+    n.tick(11.0 + DISCONNECTED_GRACE_S)
+    assert n.actions() == [("state", "restarting"), ("create_offer", True)]
+    assert n.history == [
+        "new",
+        "offering",
+        "connecting",
+        "connected",
+        "restarting",
+        "connecting",
+        "restarting",
+    ]
+
+
+def test_a_restart_that_reconnects_is_not_restarted_again():
+    n = connected_offerer()
+    n.connection_state("disconnected", 10.0)
+    n.tick(10.0 + DISCONNECTED_GRACE_S)
+    n.local_description("offer", "o1")
+    n.remote_message(answer("a1"))
+    n.remote_description_set()
+    n.tick(15.0)
+    n.connection_state("connected", 16.0)
+    n.tick(15.0 + DISCONNECTED_GRACE_S)
+    n.tick(100.0)
+    assert n.restarts == 1
+    assert n.history == [
+        "new",
+        "offering",
+        "connecting",
+        "connected",
+        "restarting",
+        "connecting",
+        "connected",
+    ]
+
+
+def test_a_request_crossing_our_restart_is_ignored_and_the_grace_decides():
+    # Both ends saw the cut: our restart went out, the answerer's request crossed it.
+    n = connected_offerer()
+    n.connection_state("disconnected", 10.0)
+    n.tick(10.0 + DISCONNECTED_GRACE_S)
+    n.local_description("offer", "o1")
+    n.remote_message(answer("a1"))
+    n.remote_description_set()
+    n.tick(14.5)
+    n.actions()
+    n.remote_message(RESTART)
+    n.tick(14.5 + DISCONNECTED_GRACE_S - 0.001)
+    assert n.actions() == []
+    assert n.restarts == 1
+    n.tick(14.5 + DISCONNECTED_GRACE_S)
+    assert n.actions() == [("state", "restarting"), ("create_offer", True)]
+    assert n.restarts == 2
+    assert n.history == [
+        "new",
+        "offering",
+        "connecting",
+        "connected",
+        "restarting",
+        "connecting",
+        "restarting",
+    ]
+
+
+def test_a_request_after_our_restart_reconnected_is_honoured():
+    n = connected_offerer()
+    n.connection_state("failed", 10.0)
+    n.local_description("offer", "o1")
+    n.remote_message(answer("a1"))
+    n.remote_description_set()
+    n.connection_state("connected", 11.0)
+    n.actions()
+    n.remote_message(RESTART)
+    assert n.actions() == [("state", "restarting"), ("create_offer", True)]
+    assert n.restarts == 2
+
+
+def test_a_requested_restart_replaces_our_own_pending_grace():
+    # The answerer asked first: our own disconnected timer is for the same outage.
+    n = connected_offerer()
+    n.connection_state("disconnected", 10.0)
+    n.remote_message(RESTART)
+    n.local_description("offer", "o1")
+    n.remote_message(answer("a1"))
+    n.remote_description_set()
+    n.actions()
+    n.tick(10.0 + DISCONNECTED_GRACE_S)  # the old timer's deadline: the new grace starts
+    n.tick(14.0 + DISCONNECTED_GRACE_S - 0.001)
+    assert n.actions() == []
+    n.tick(14.0 + DISCONNECTED_GRACE_S)
+    assert n.actions() == [("state", "restarting"), ("create_offer", True)]
+    assert n.history == [
+        "new",
+        "offering",
+        "connecting",
+        "connected",
+        "restarting",
+        "connecting",
+        "restarting",
+    ]
+
+
+def test_a_first_connection_still_checking_has_no_grace():
+    # Before ICE ever went down, connecting takes as long as it takes (the server's
+    # relay_fallback_s covers a first connection that never comes).
+    n = Negotiation(PC, OFFERER)
+    n.start()
+    n.local_description("offer", "o-sdp")
+    n.remote_message(answer())
+    n.remote_description_set()
+    n.connection_state("connecting", 1.0)
+    n.tick(2.0)
+    n.tick(100.0)
+    assert n.history == ["new", "offering", "connecting"]
+
+
 # -- close ------------------------------------------------------------------------------------
 
 
