@@ -51,6 +51,7 @@ from .flows import (
     unique,
     wait_frames_advance,
 )
+from .test_resume import COUNT_PICKS
 
 # The throw-away PostgreSQL (a fresh database per test) and redis-server of tests/services.py.
 postgres_server = services.postgres_server
@@ -63,15 +64,6 @@ HUB_LEASE = "hub"
 TAKEOVER_S = 30.0
 #: How long, after start-up, until some process leads.
 ELECTION_S = 15.0
-
-COUNT_PICKS = """(() => {
-  const md = navigator.mediaDevices;
-  if (!md || !md.getDisplayMedia || window.__coviewPicks !== undefined) return;
-  const pick = md.getDisplayMedia.bind(md);
-  window.__coviewPicks = 0;
-  md.getDisplayMedia = (c) => { window.__coviewPicks += 1; return pick(c); };
-})();"""
-
 
 # --- the deployment ----------------------------------------------------------------------
 

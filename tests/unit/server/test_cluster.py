@@ -14,13 +14,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from test_hub import _fast_hashing  # noqa: F401 - autouse: one real scrypt hash for all
 
 from coview import protocol as P, share as S
-from coview_server import keys, store as store_module
+from coview_server import keys
 from coview_server.broker import Broker, InProcessBroker, InProcessBus
 from coview_server.cluster import Cluster
 from coview_server.hub import Conn, Hub, new_resume
-from coview_server.passwords import hash_password
 from coview_server.settings import Settings
 from coview_server.store import Store
 from coview_server.tokens import new_token
@@ -29,14 +29,6 @@ pytestmark = pytest.mark.anyio
 
 DESKTOP_UA = "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126"
 SDP = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\n"
-_HASH: list[str] = []
-
-
-@pytest.fixture(autouse=True)
-def _fast_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
-    if not _HASH:
-        _HASH.append(hash_password("not used"))
-    monkeypatch.setattr(store_module, "hash_password", lambda password: _HASH[0])
 
 
 @dataclass
