@@ -27,6 +27,12 @@ npm's zip, 1.6-3.2 s with the compiled one (loaded machine). The result is cache
 ``--uncompiled-stdlib`` (or no node) ships npm's zip. Tracebacks through stdlib frames show file
 and line but no source text.
 
+Default CDN addresses: PyScript's core chunk and pyodide.mjs fall back to jsDelivr URLs
+(``https://cdn.jsdelivr.net/…``) when a page names no interpreter or package base. Coview pages
+always name ours, and the CSP would block the CDN anyway, but nothing we serve should point
+elsewhere: the build rewrites those defaults to ``/vendor/micropython/`` and ``/vendor/pyodide/``
+and refuses to build if any script still carries a CDN address (``LOCAL_BASES``).
+
 Every file of at least 1 KiB also gets ``<name>.gz`` (gzip level 9) and, when the ``brotli``
 package is importable, ``<name>.br`` (quality 11), each only when it is smaller than the original.
 Variants carry the original's mtime so the server can tell a stale variant from a good one.
@@ -137,6 +143,19 @@ py.runPython("import sys; sys.argv = ['', '/tmp/in.zip', '/tmp/out.zip']");
 py.runPython(@PY@);
 fs.writeFileSync(dest, py.FS.readFile("/tmp/out.zip"));
 """
+#: Default CDN bases in the vendored scripts -> where Coview serves the same files.
+LOCAL_BASES = (
+    (
+        re.compile(
+            rb"https://cdn\.jsdelivr\.net/npm/@micropython/micropython-webassembly-pyscript"
+            rb"@\$\{[\w$]+\}/"
+        ),
+        b"/vendor/micropython/",
+    ),
+    (re.compile(rb"https://cdn\.jsdelivr\.net/pyodide/v\$\{[\w$]+\}/full/"), b"/vendor/pyodide/"),
+)
+#: Any CDN address left in a shipped script fails the build.
+_CDN = re.compile(rb"https?://(?:[\w.-]+\.)?(?:jsdelivr\.net|unpkg\.com|cdnjs\.\w+|esm\.sh)\b")
 EDITOR_PREFIX = "codemirror"
 CSP_ENTRY = "pyscript/core-csp.js"
 CSP_ENTRY_JS = b"""\
@@ -244,6 +263,9 @@ def plan(
     for rel, src in out.items():
         if isinstance(src, Path) and not src.is_file():
             raise SystemExit(f"build_assets: {src} (for {rel}) is missing: run `npm ci` first")
+    for rel, src in list(out.items()):
+        if isinstance(src, Path) and rel.endswith((".js", ".mjs")):
+            out[rel] = localized(rel, src.read_bytes())
     # core-csp.js relies on core.js exporting the hook registry: refuse to build if it moved.
     if not re.search(r"\bas hooks\b", (dist / "core.js").read_text(encoding="utf-8")):
         raise SystemExit("build_assets: @pyscript/core dist/core.js no longer exports `hooks`")
@@ -255,6 +277,16 @@ def plan(
             if rel not in out:
                 raise SystemExit(f"build_assets: preload.json names {rel}, which is not shipped")
     return out
+
+
+def localized(rel: str, data: bytes) -> bytes:
+    """``data`` with its default CDN bases pointing at our own /vendor/ (see the module doc)."""
+    for pattern, local in LOCAL_BASES:
+        data = pattern.sub(local, data)
+    left = _CDN.search(data)
+    if left is not None:
+        raise SystemExit(f"build_assets: {rel} still names a CDN: {left.group().decode()}")
+    return data
 
 
 def compiled_stdlib(pyo: Path, cache: Path) -> bytes | None:
