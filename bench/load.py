@@ -51,7 +51,6 @@ import random
 import re
 import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -75,6 +74,7 @@ from websockets.asyncio.client import ClientConnection, connect  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 
 from coview import protocol as P  # noqa: E402
+from coview_server.testing.server import Server  # noqa: E402
 
 RESULTS = BENCH / "results"
 DESKTOP_UA = (
@@ -82,8 +82,6 @@ DESKTOP_UA = (
     "Chrome/126.0.0.0 Safari/537.36"
 )
 AGENT_PASSWORD = "load-agent-password-1"
-ADMIN_EMAIL = "admin@coview.load"
-ADMIN_PASSWORD = "load-admin-password-1"
 SESSION_COOKIE = "coview_session"
 CSRF_COOKIE = "coview_csrf"
 VISITOR_NET = ipaddress.IPv4Address("127.1.0.1")  # visitors and popups: 127.1.0.1 + k
@@ -997,70 +995,16 @@ def _figures(
 # --- the server process -----------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class ServerProc:
-    """``python -m coview_server serve`` with its own throw-away database."""
-
-    tmp: Path
-    env_extra: dict[str, str] = field(default_factory=dict)
-    port: int = 0
-    proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+class ServerProc(Server):
+    """The kit's ``coview serve`` process (``coview_server.testing``), quiet, probed
+    through /proc for memory, descriptors and CPU."""
 
     @property
     def db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.tmp / 'coview.db'}"
+        return f"sqlite+aiosqlite:///{self.db}"
 
-    def env(self) -> dict[str, str]:
-        env = dict(os.environ)
-        env.update(
-            COVIEW_ADMIN_EMAIL=ADMIN_EMAIL,
-            COVIEW_ADMIN_PASSWORD=ADMIN_PASSWORD,
-            COVIEW_DATABASE_URL=self.db_url,
-            COVIEW_MEDIA_RELAY="off",
-            PYTHONPATH=os.pathsep.join([str(ROOT / "server"), str(ROOT / "web")]),
-        )
-        env.update(self.env_extra)
-        return env
-
-    def start(self) -> None:
-        self.port = self.port or free_port()
-        log = open(self.tmp / "server.log", "ab")
-        cmd = [
-            sys.executable,
-            "-m",
-            "coview_server",
-            "serve",
-            "--port",
-            str(self.port),
-            "--log-level",
-            "warning",
-        ]
-        self.proc = subprocess.Popen(
-            cmd, env=self.env(), stdout=log, stderr=subprocess.STDOUT, cwd=ROOT
-        )
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError("server exited:\n" + self.log())
-            try:
-                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-                conn.request("GET", "/healthz")
-                if conn.getresponse().status == 200:
-                    conn.close()
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError("server did not start:\n" + self.log())
+    def command(self) -> list[str]:
+        return [*super().command(), "--log-level", "warning"]
 
     def probe(self) -> dict[str, float]:
         assert self.proc is not None
@@ -1080,21 +1024,6 @@ class ServerProc:
         except OSError:
             pass
         return out
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def log(self) -> str:
-        try:
-            return (self.tmp / "server.log").read_text(errors="replace")[-5000:]
-        except OSError:
-            return ""
 
     def problems(self) -> list[str]:
         """Tracebacks and errors the server logged."""
@@ -1284,7 +1213,7 @@ def inside(args: argparse.Namespace) -> int:
     plan = [("sessions", n) for n in args.sessions] + [("idle", n) for n in args.idle]
     for mode, n in plan:
         with tempfile.TemporaryDirectory(prefix="cvload-") as tmp:
-            server = ServerProc(Path(tmp), env_extra)
+            server = ServerProc(Path(tmp), {"COVIEW_MEDIA_RELAY": "off", **env_extra})
             emails = []
             if mode == "sessions":
                 emails = asyncio.run(create_agents(server.db_url, args.agents))

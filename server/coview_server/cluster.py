@@ -278,11 +278,11 @@ class Cluster:
                 elif op == "msg":
                     conn: Conn = remote[frame["conn"]]
                     try:
-                        await hub.handle(conn, P.validate(frame["msg"], P.C2S))
-                    except (HubError, P.ProtocolError) as exc:
-                        fatal = isinstance(exc, HubError) and exc.fatal
-                        conn.send(P.error(exc.code, exc.text, fatal=fatal))
-                        if fatal:
+                        # Decoded and validated by the gateway that holds the socket.
+                        await hub.handle(conn, frame["msg"])
+                    except HubError as exc:
+                        conn.send(P.error(exc.code, exc.text, fatal=exc.fatal))
+                        if exc.fatal:
                             conn.close()
                 elif op == "leave":
                     conn = remote.pop(frame["conn"])
