@@ -48,6 +48,10 @@ HUB_RPC = "hub:rpc"
 HUB_LEADER = "hub:leader"
 #: Seconds a leader's lease lasts without renewal: how long a dead leader's sockets wait.
 LEASE_TTL_S = 6.0
+#: Seconds a gateway holds a socket that no hub has heard of (a failover in progress)
+#: before it gives up and closes it; and the most it queues for one meanwhile.
+ORPHAN_HOLD_S = 30.0
+ORPHAN_MAX_FRAMES = 256
 RPC_TIMEOUT_S = 10.0
 
 
@@ -104,6 +108,14 @@ class Cluster:
         self.rpc = Rpc(broker)
         #: Sockets this gateway holds, by conn id.
         self.local: dict[str, Conn] = {}
+        #: The hub's node as last announced (None: none announced since we started).
+        self.leader: str | None = None
+        #: Per socket: the leader it joined under, once a hub heard its join.
+        self._joined: dict[str, str | None] = {}
+        #: Sockets whose join no hub heard (no leader for now), with what they sent since:
+        #: replayed to the next hub as it announces itself, so a page that connects during
+        #: a failover is served then instead of being closed and backing off.
+        self._orphans: dict[str, list[dict[str, Any]]] = {}
         #: The hub while this process leads, else None.
         self.hub: Hub | None = None
         self.leading = asyncio.Event()
@@ -152,19 +164,51 @@ class Cluster:
         await self._to_hub(conn, {"op": "msg", "conn": conn.id, "msg": msg})
 
     async def leave(self, conn: Conn, left: bool = True) -> None:
+        self._joined.pop(conn.id, None)
+        if self._orphans.pop(conn.id, None) is not None:
+            self.local.pop(conn.id, None)
+            return  # no hub ever knew it
         if self.local.pop(conn.id, None) is not None:
             await self._to_hub(None, {"op": "leave", "conn": conn.id, "left": left})
 
     async def _to_hub(self, conn: Conn | None, frame: dict[str, Any]) -> None:
+        if conn is not None and conn.id in self._orphans:
+            held = self._orphans[conn.id]
+            held.append(frame)
+            if len(held) > ORPHAN_MAX_FRAMES:
+                self._drop_orphan(conn.id)
+            return
+        heard = await self._publish(frame)
+        if conn is None or heard:
+            if conn is not None and frame["op"] == "join":
+                self._joined[conn.id] = self.leader
+            return
+        if frame["op"] == "join":
+            # No hub right now (a failover): hold the socket for the next one.
+            self._orphans[conn.id] = [frame]
+            asyncio.get_running_loop().call_later(ORPHAN_HOLD_S, self._drop_orphan, conn.id)
+            return
+        # The hub that knew this socket is gone: the page must resume with the next one.
+        log.info("no hub to take %s from %s: closing it", frame["op"], conn.id)
+        self._close_local(conn)
+
+    async def _publish(self, frame: dict[str, Any]) -> int:
         try:
-            heard = await self.broker.publish(HUB_IN, _encode(frame))
+            return await self.broker.publish(HUB_IN, _encode(frame))
         except BrokerError:
-            heard = 0
-        if heard == 0 and conn is not None:
-            # No hub right now (a failover): the page reconnects on its backoff.
-            log.info("no hub to take %s from %s: closing it", frame["op"], conn.id)
-            self.local.pop(conn.id, None)
-            conn.close()
+            return 0
+
+    def _close_local(self, conn: Conn) -> None:
+        self.local.pop(conn.id, None)
+        self._joined.pop(conn.id, None)
+        self._orphans.pop(conn.id, None)
+        conn.close()
+
+    def _drop_orphan(self, conn_id: str) -> None:
+        conn = self.local.get(conn_id)
+        if conn is not None and conn_id in self._orphans:
+            log.info("no hub took %s in time: closing it", conn_id)
+            self._close_local(conn)
 
     async def _deliver(self, inbox: Any) -> None:
         async for data in inbox:
@@ -179,19 +223,38 @@ class Cluster:
                     conn.send(frame["msg"])
                 elif frame["op"] == "close":
                     conn.evicted = bool(frame.get("evicted"))
-                    self.local.pop(conn.id, None)
-                    conn.close()
+                    self._close_local(conn)
             except (ValueError, KeyError, TypeError):
                 log.warning("dropped a malformed frame for this gateway")
 
     async def _watch_leaders(self, leaders: Any) -> None:
         async for data in leaders:
             leader = data.decode(errors="replace")
-            log.info("hub now on %s: closing %d sockets to rejoin", leader, len(self.local))
-            # Registered with a hub that is gone (or never got them): let them come back.
-            for conn in list(self.local.values()):
-                self.local.pop(conn.id, None)
-                conn.close()
+            self.leader = leader
+            stale = [
+                c
+                for c in self.local.values()
+                if c.id not in self._orphans and self._joined.get(c.id) != leader
+            ]
+            log.info(
+                "hub now on %s: closing %d sockets to rejoin, handing it %d held",
+                leader,
+                len(stale),
+                len(self._orphans),
+            )
+            # Registered with a hub that is gone: the pages resume with this one.
+            for conn in stale:
+                self._close_local(conn)
+            # Never heard by any hub: their frames go to this one, in order.
+            for conn_id, frames in list(self._orphans.items()):
+                self._orphans.pop(conn_id, None)
+                for i, frame in enumerate(frames):
+                    if not await self._publish(frame):
+                        # Gone again already: keep what is left for the next one.
+                        self._orphans[conn_id] = frames[i:]
+                        break
+                else:
+                    self._joined[conn_id] = leader
 
     # -- HTTP actions that need the hub ------------------------------------------------------
 

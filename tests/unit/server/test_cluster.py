@@ -216,3 +216,22 @@ async def test_the_leader_dying_hands_the_hub_over_and_pages_rejoin(
     agent2 = await _agent(survivor, "alice@example.com")
     state = await until(agent2, of("share_state", share=share))
     assert state["state"] == S.LIVE and state["away"] == ["sharer"]
+
+
+async def test_a_socket_that_connects_during_a_failover_is_held_for_the_next_hub(
+    deployment: Deployment,
+) -> None:
+    """No hub hears it: the gateway keeps it (and what it sends) instead of closing it,
+    and hands both to the new hub when it announces itself."""
+    a, b, visitor, agent, sharer, share, pc = await _share_across(deployment)
+    leader = await deployment.leader()
+    survivor = b if leader is a else a
+    await leader.broker.abort()
+    late = await _visitor(survivor)  # while the lease of the dead hub still runs
+    assert not survivor.cluster.leading.is_set() and late.id in survivor.cluster._orphans
+    await survivor.cluster.handle(late, P.make("chat_send", text="anyone?", client_id="z1"))
+    async with asyncio.timeout(10):
+        await survivor.cluster.leading.wait()
+    echo = await until(late, of("chat"))
+    assert echo["message"]["text"] == "anyone?" and not late.closed
+    assert late.id not in survivor.cluster._orphans
