@@ -48,6 +48,16 @@ CSP without ``'unsafe-eval'`` that throws and the page never starts. Coview runs
 main thread only, so core-csp.js (which re-exports core.js) drops that hook before the
 interpreter boots; PyScript workers would need ``'unsafe-eval'`` and plain core.js.
 
+PyScript's Python package: before a page's first script, PyScript 0.7 writes its own package
+(``pyscript/``, about 30 KB of source) into the interpreter's file system and imports all of it
+(``pyscript.web`` alone builds a class per HTML element). Coview's pages never import it: they
+reach JavaScript through ``coview_web.ffi``, which uses the interpreters' own ``js``, ``jsffi``
+(MicroPython) and ``pyodide.ffi``. The build drops that bootstrap from the core chunk, on both
+interpreters, and refuses to build if it is not found exactly once. Measured with
+``bench/run.py`` (same session, before/after): MicroPython from ready to our socket 220-250 ms ->
+90-150 ms; Pyodide from ready to our socket 650 -> 430 ms. ``import pyscript`` on our pages
+raises ``ImportError``.
+
 preload.json: the files a page fetches one after the other while PyScript boots, so that
 the page can ask for them all at once in its <head> (``<link rel="modulepreload">`` for
 modules, ``<link rel="preload" as="fetch" crossorigin>`` for what is fetched; see
@@ -154,6 +164,10 @@ LOCAL_BASES = (
     ),
     (re.compile(rb"https://cdn\.jsdelivr\.net/pyodide/v\$\{[\w$]+\}/full/"), b"/vendor/pyodide/"),
 )
+#: In PyScript's core chunk, the Python run before a page's first script on the main thread:
+#: ``"mpy"===t?Ao.replace(bo,""):Ao``, PyScript's own package (minus a part only workers need
+#: on MicroPython). See the module doc.
+_PYSCRIPT_STDLIB = re.compile(rb'"mpy"===[\w$]+\?([\w$]+)\.replace\([\w$]+,""\):\1\b')
 #: Any CDN address left in a shipped script fails the build.
 _CDN = re.compile(rb"https?://(?:[\w.-]+\.)?(?:jsdelivr\.net|unpkg\.com|cdnjs\.\w+|esm\.sh)\b")
 EDITOR_PREFIX = "codemirror"
@@ -266,6 +280,10 @@ def plan(
     for rel, src in list(out.items()):
         if isinstance(src, Path) and rel.endswith((".js", ".mjs")):
             out[rel] = localized(rel, src.read_bytes())
+    chunks = [rel for rel, data in out.items() if rel.startswith("pyscript/") and _bootstraps(data)]
+    if len(chunks) != 1:
+        raise SystemExit(f"build_assets: expected one chunk bootstrapping PyScript, got {chunks}")
+    out[chunks[0]] = without_pyscript_package(chunks[0], out[chunks[0]])  # type: ignore[arg-type]
     # core-csp.js relies on core.js exporting the hook registry: refuse to build if it moved.
     if not re.search(r"\bas hooks\b", (dist / "core.js").read_text(encoding="utf-8")):
         raise SystemExit("build_assets: @pyscript/core dist/core.js no longer exports `hooks`")
@@ -287,6 +305,19 @@ def localized(rel: str, data: bytes) -> bytes:
     if left is not None:
         raise SystemExit(f"build_assets: {rel} still names a CDN: {left.group().decode()}")
     return data
+
+
+def _bootstraps(data: Path | bytes) -> bool:
+    return isinstance(data, bytes) and _PYSCRIPT_STDLIB.search(data) is not None
+
+
+def without_pyscript_package(rel: str, data: bytes) -> bytes:
+    """PyScript's core chunk, booting both interpreters without PyScript's Python package (the
+    module doc says why). Refuses a chunk where the bootstrap is not found exactly once."""
+    lean, count = _PYSCRIPT_STDLIB.subn(b'""', data)
+    if count != 1:
+        raise SystemExit(f"build_assets: {rel}: PyScript's bootstrap found {count} times")
+    return lean
 
 
 def compiled_stdlib(pyo: Path, cache: Path) -> bytes | None:

@@ -1,6 +1,7 @@
 """scripts/build_assets.py: the vendored scripts we serve name no CDN."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,24 @@ def test_what_the_build_ships_names_no_cdn():
     for rel, src in scripts.items():
         data = src if isinstance(src, bytes) else src.read_bytes()
         assert build_assets._CDN.search(data) is None, rel
+
+
+def test_the_shipped_core_boots_without_pyscripts_package():
+    node_modules = ROOT / "node_modules"
+    if not (node_modules / "@pyscript" / "core").is_dir():
+        pytest.fail("node_modules is not installed: run scripts/bootstrap")
+    files = build_assets.plan(node_modules, with_editor=False, compile_stdlib=False)
+    chunk = re.compile(r"pyscript/core-[A-Za-z0-9_]{8}\.js")
+    shipped = [src for rel, src in files.items() if chunk.fullmatch(rel)]
+    assert len(shipped) == 1 and isinstance(shipped[0], bytes)
+    assert build_assets._PYSCRIPT_STDLIB.search(shipped[0]) is None
+    assert b"import pyscript as _pyscript" in shipped[0]  # still defined, never run
+
+
+def test_the_bootstrap_is_dropped_once_or_the_build_stops():
+    chunk = b'Bo=(e,t)=>{const n="mpy"===t?Ao.replace(bo,""):Ao,r={};'
+    assert build_assets.without_pyscript_package("c.js", chunk) == b'Bo=(e,t)=>{const n="",r={};'
+    with pytest.raises(SystemExit, match="found 0 times"):
+        build_assets.without_pyscript_package("c.js", b"const n=Ao")
+    with pytest.raises(SystemExit, match="found 2 times"):
+        build_assets.without_pyscript_package("c.js", chunk + chunk)

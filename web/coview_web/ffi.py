@@ -1,9 +1,11 @@
 """The one place where Coview's browser code touches JavaScript.
 
-Every other module of ``coview_web`` imports JS things from here, never ``js`` or
-``pyscript.ffi`` directly, so the differences between PyScript's two interpreters stay in this
-file. Written to the subset MicroPython 1.28 understands (no dataclasses, no runtime typing,
-no walrus in comprehensions, no f-string ``=``).
+Every other module of ``coview_web`` imports JS things from here, never ``js``, ``jsffi`` or
+``pyodide.ffi`` directly, so the differences between PyScript's two interpreters stay in this
+file. It uses the interpreters' own FFI modules, not ``pyscript.ffi``: our pages boot without
+PyScript's Python package, which cost 100-200 ms per page load (scripts/build_assets.py).
+Written to the subset MicroPython 1.28 understands (no dataclasses, no runtime typing, no
+walrus in comprehensions, no f-string ``=``).
 
 Differences hidden here (measured with PyScript 0.7.31, MicroPython 1.28, Pyodide 314):
 
@@ -46,7 +48,6 @@ import json
 import sys
 
 import js
-from pyscript import ffi as _ffi
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -62,11 +63,21 @@ window = js.window
 document = js.document
 
 if IS_MICROPYTHON:
+    from jsffi import create_proxy as _create_proxy, to_js as _to_js
+
     _JSNULL = None  # MicroPython hands JS null over as None
     _UNDEFINED = js.undefined  # a singleton of class "undefined"
     _UNDEFINED_TYPE = type(_UNDEFINED)
 else:
-    from pyodide.ffi import JsProxy as _PyodideJsProxy, jsnull as _PYODIDE_JSNULL
+    from pyodide.ffi import (
+        JsProxy as _PyodideJsProxy,
+        create_proxy as _create_proxy,
+        jsnull as _PYODIDE_JSNULL,
+        to_js as _pyodide_to_js,
+    )
+
+    def _to_js(value: "Any") -> "Any":
+        return _pyodide_to_js(value, dict_converter=js.Object.fromEntries)
 
     _JSNULL = _PYODIDE_JSNULL
     _UNDEFINED = None  # Pyodide hands JS undefined over as None
@@ -146,7 +157,7 @@ def to_js(obj: "Any") -> "Any":
         obj = _nulls(obj)
         if obj is _JSNULL:
             return obj
-    return _ffi.to_js(obj)
+    return _to_js(obj)
 
 
 def _arg(value: "Any") -> "Any":
@@ -184,7 +195,7 @@ def _is_function(value: "Any") -> "bool":
 
 def create_proxy(fn: "Callable[..., Any]") -> "Any":
     """A JS function calling ``fn`` that stays valid until ``release``/``release_all``."""
-    proxy = _ffi.create_proxy(fn)
+    proxy = _create_proxy(fn)
     _proxies.append(proxy)
     return proxy
 

@@ -43,6 +43,10 @@ HYGIENE_ARGS = [
     "--disable-component-update",
     "--disable-sync",
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1, EXCLUDE localhost",
+    # Chromium 156 loads its omnibox popup (a WebUI page of ~300 files) with every new page,
+    # even headless: a second of CPU that slowed the page under test (bench/README.md).
+    "--disable-features=WebUIOmniboxPopup,WebUIOmniboxFullPopup,WebUIOmniboxAimPopup,"
+    "PreloadTopChromeWebUI",
 ]
 #: Plus real WebRTC on loopback and screen capture of the demo shop tab, picked by title.
 BASE_ARGS = [

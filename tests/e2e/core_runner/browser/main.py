@@ -6,7 +6,7 @@ import json
 import os
 import sys
 
-from pyscript import document
+from js import document  # PyScript's own package is not shipped (scripts/build_assets.py)
 
 BASE = os.getcwd().rstrip("/") + "/coretest"
 for sub in ("tests", "core", ""):
