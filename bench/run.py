@@ -190,6 +190,7 @@ class Flow:
 
     server: Server
     browser: Any
+    trace_dir: Path | None = None  # --trace: a CDP trace of every measured load, saved there
     shop: Any = None
     widget: Any = None
     console: Any = None
@@ -274,13 +275,52 @@ class Flow:
 # --- measurements -----------------------------------------------------------------------
 
 
-def load_popup(flow: Flow, ctx: Any, variant: str) -> tuple[Any, float, dict[str, Any]]:
+@contextmanager
+def traced(flow: Flow, page: Any, name: str) -> Iterator[None]:
+    """With --trace: record what the browser does during the block (Chrome's trace format:
+    load it in chrome://tracing or Perfetto) into <trace dir>/<name>-<n>.json."""
+    if flow.trace_dir is None:
+        yield
+        return
+    cdp = page.context.new_cdp_session(page)
+    events: list[Any] = []
+    complete: list[bool] = []
+    cdp.on("Tracing.dataCollected", lambda e: events.extend(e["value"]))
+    cdp.on("Tracing.tracingComplete", lambda e: complete.append(True))
+    cdp.send("Tracing.start", {"categories": TRACE_CATEGORIES, "transferMode": "ReportEvents"})
+    try:
+        yield
+    finally:
+        cdp.send("Tracing.end")
+        deadline = time.monotonic() + 30
+        while not complete and time.monotonic() < deadline:
+            page.wait_for_timeout(50)  # Playwright dispatches CDP events while it waits
+        flow.trace_dir.mkdir(parents=True, exist_ok=True)
+        n = len(list(flow.trace_dir.glob(f"{name}-*.json"))) + 1
+        (flow.trace_dir / f"{name}-{n}.json").write_text(json.dumps(events))
+        cdp.detach()
+
+
+TRACE_CATEGORIES = ",".join(
+    [
+        "devtools.timeline",
+        "disabled-by-default-devtools.timeline",
+        "v8.execute",
+        "v8",
+        "loading",
+        "blink.user_timing",
+    ]
+)
+
+
+def load_popup(flow: Flow, ctx: Any, variant: str, kind: str) -> tuple[Any, float, dict[str, Any]]:
     url = flow.popup_url(flow.invite(), variant)
     page = ctx.new_page()
     messages = watch_console(page)
     mark, _ = flow.server.answers_since(1 << 60)
-    page.goto(url, wait_until="commit")
-    ms = float(await_in_page(page, "interactive"))
+    with traced(flow, page, f"popup-{variant}-{kind}"):
+        page.goto(url, wait_until="commit")
+        ms = float(await_in_page(page, "interactive"))
     resources = page.evaluate(RESOURCES_JS)
     details = summarize_requests(resources, flow.server.answers_since(mark)[1])
     details["console"] = messages
@@ -297,7 +337,7 @@ def popup_loads(
         for variant in ("py", "js") if i % 2 == 0 else ("js", "py"):
             ctx = flow.new_context()
             try:
-                page, ms, details = load_popup(flow, ctx, variant)
+                page, ms, details = load_popup(flow, ctx, variant, "cold")
                 flow.end(page)
             finally:
                 ctx.close()
@@ -306,12 +346,12 @@ def popup_loads(
             log(f"  popup {variant} cold #{i + 1}: {ms:.0f} ms, {details['requests']} requests")
     with persistent(pw, tmp / "warm-popup-profile", flow) as ctx:
         for variant in ("py", "js"):  # fill the HTTP cache
-            page, ms, details = load_popup(flow, ctx, variant)
+            page, ms, details = load_popup(flow, ctx, variant, "priming")
             flow.end(page)
             out[variant]["priming"] = {"ms": ms, **details}
         for i in range(runs):
             for variant in ("py", "js") if i % 2 == 0 else ("js", "py"):
-                page, ms, details = load_popup(flow, ctx, variant)
+                page, ms, details = load_popup(flow, ctx, variant, "warm")
                 flow.end(page)
                 out[variant]["warm"].append(ms)
                 out[variant]["warm_details"].append(details)
@@ -363,12 +403,13 @@ def console_loads(
 ) -> dict[str, Any]:
     out: dict[str, Any] = {"cold": [], "warm": [], "cold_details": [], "warm_details": []}
 
-    def once(ctx: Any) -> tuple[float, dict[str, Any]]:
+    def once(ctx: Any, kind: str) -> tuple[float, dict[str, Any]]:
         page = ctx.new_page()
         messages = watch_console(page)
         mark, _ = flow.server.answers_since(1 << 60)
-        page.goto(flow.server.url + "/console", wait_until="commit")
-        ms = float(await_in_page(page, "ready"))
+        with traced(flow, page, f"console-{kind}"):
+            page.goto(flow.server.url + "/console", wait_until="commit")
+            ms = float(await_in_page(page, "ready"))
         resources = page.evaluate(RESOURCES_JS)
         details = summarize_requests(resources, flow.server.answers_since(mark)[1])
         details["console"] = messages
@@ -379,7 +420,7 @@ def console_loads(
         ctx = flow.new_context()
         try:
             ctx.add_cookies([flow.session_cookie])
-            ms, details = once(ctx)
+            ms, details = once(ctx, "cold")
         finally:
             ctx.close()
         out["cold"].append(ms)
@@ -387,9 +428,9 @@ def console_loads(
         log(f"  console cold #{i + 1}: {ms:.0f} ms, {details['transferred_bytes']} B")
     with persistent(pw, tmp / "warm-console-profile", flow) as ctx:
         ctx.add_cookies([flow.session_cookie])
-        out["priming"] = once(ctx)[0]
+        out["priming"] = once(ctx, "priming")[0]
         for i in range(runs):
-            ms, details = once(ctx)
+            ms, details = once(ctx, "warm")
             out["warm"].append(ms)
             out["warm_details"].append(details)
             log(
@@ -604,7 +645,7 @@ def inside(args: argparse.Namespace) -> int:
                     executable_path=CHROMIUM, args=BASE_ARGS, headless=True
                 )
                 try:
-                    flow = Flow(server, browser)
+                    flow = Flow(server, browser, trace_dir=args.trace)
                     log("setting up the visitor chat and the agent console…")
                     flow.start()
                     if "popup" in only:
@@ -650,6 +691,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=7, help="runs per figure (median; default 7)")
     parser.add_argument("--only", default="", help="comma-separated subset: popup,c2f,console")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        metavar="DIR",
+        help="save a CDP trace of every measured load in DIR (slows the loads: diagnosis only)",
+    )
     parser.add_argument(
         "--latency",
         type=float,

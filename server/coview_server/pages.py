@@ -8,6 +8,7 @@ manifest.
 from __future__ import annotations
 
 import ast
+import hashlib
 import json
 import os
 import secrets
@@ -52,6 +53,7 @@ def render_pyscript(request: Request, page: str, interpreter: str, **ctx: Any) -
         config=pyscript_config(settings, interpreter, page),
         head=pyscript_head(settings, interpreter, page),
         script_src=page_script_url(settings, page),
+        script_code=page_script_code(settings, interpreter, page),
         **ctx,
     )
 
@@ -75,6 +77,51 @@ def _versioned(url: str, path: Path) -> str:
 def page_script_url(settings: Settings, page: str) -> str:
     """The ``src`` of a page's ``<script type="mpy|py">``: ``/app/pages/<page>.py?v=...``."""
     return _versioned(f"/app/pages/{page}.py", settings.web_root / "pages" / f"{page}.py")
+
+
+def page_script_code(settings: Settings, interpreter: str, page: str) -> str | None:
+    """The inline text of a Pyodide page's script when its bytecode is served: one import of
+    the page module, which :func:`_app_files` sends as ``.pyc`` (``None``: ``src`` it is)."""
+    if interpreter != "py" or bytecode_url(settings, f"pages/{page}.py") is None:
+        return None
+    return f"import {_page_module(page)}"
+
+
+def _page_module(page: str) -> str:
+    return f"coview_page_{page}"
+
+
+def bytecode_url(settings: Settings, rel: str) -> str | None:
+    """``/vendor/pyc/<key>.pyc``: Pyodide bytecode of ``web/<rel>`` made by the build from the
+    source as it is now (``None`` when it was not made or the file changed since; see
+    ``app_bytecode`` in scripts/build_assets.py)."""
+    entry = _bytecode_index(str(settings.vendor_root / "pyc" / "index.json")).get(rel)
+    source = settings.web_root / rel
+    if entry is None or entry.get("sha256") != _file_sha256(source):
+        return None
+    if not (settings.vendor_root / entry["pyc"]).is_file():
+        return None
+    return f"/vendor/{entry['pyc']}"
+
+
+def _bytecode_index(path: str) -> dict[str, dict[str, str]]:
+    index: dict[str, dict[str, str]] = _build_json(path)
+    return index
+
+
+def _file_sha256(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return _sha256_of(str(path), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=256)
+def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
+    _ = (mtime_ns, size)  # part of the cache key: an edited file is hashed again
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def page_modules(web: Path, page: str) -> list[str]:
@@ -136,20 +183,28 @@ def _app_files(
     files: dict[str, str] = {}
     for rel in rels:
         source = web / rel
-        if interpreter == "mpy" and compiled_mpy(source) is not None:
+        pyc = bytecode_url(settings, rel) if interpreter == "py" else None
+        if pyc is not None:
+            files[pyc] = rel[: -len(".py")] + ".pyc"
+        elif interpreter == "mpy" and compiled_mpy(source) is not None:
             mpy = rel[: -len(".py")] + ".mpy"
             files[_versioned(f"/app/{mpy}", web / mpy)] = mpy
         else:
             files[_versioned(f"/app/{rel}", source)] = rel
+    if page is not None and page_script_code(settings, interpreter, page) is not None:
+        pyc = bytecode_url(settings, f"pages/{page}.py")
+        assert pyc is not None
+        files[pyc] = f"{_page_module(page)}.pyc"
     return files
 
 
 def pyscript_config(settings: Settings, interpreter: str, page: str) -> str:
     """The ``config`` attribute of a page's ``<script type="mpy|py">``."""
-    interp = {
-        "mpy": "/vendor/micropython/micropython.mjs",
-        "py": "/vendor/pyodide/pyodide.mjs",
-    }[interpreter]
+    # The runtime's first module in preload.json is its entry point (on Pyodide, the build's
+    # snapshot loader when it made one; see scripts/build_assets.py).
+    modules = _preload_table(str(settings.vendor_root / "preload.json"))
+    entry = modules.get(_RUNTIMES[interpreter], {}).get("modules", [])
+    interp = f"/vendor/{entry[0]}" if entry else _DEFAULT_ENTRY[interpreter]
     # Plugins we do not use are switched off: they cost start-up time, and their hooks
     # would need 'unsafe-eval' (core-csp.js is PyScript's build that avoids eval).
     return json.dumps(
@@ -161,6 +216,10 @@ def pyscript_config(settings: Settings, interpreter: str, page: str) -> str:
     )
 
 
+_DEFAULT_ENTRY = {
+    "mpy": "/vendor/micropython/micropython.mjs",
+    "py": "/vendor/pyodide/pyodide.mjs",
+}
 _NO_PLUGINS = ["!deprecations-manager", "!donkey", "!py-editor", "!py-game", "!py-terminal"]
 _RUNTIMES = {"mpy": "micropython", "py": "pyodide"}
 
@@ -205,19 +264,28 @@ def pyscript_head(settings: Settings, interpreter: str, page: str) -> dict[str, 
 
 def _preload_table(path: str) -> dict[str, dict[str, list[str]]]:
     """web/vendor/preload.json (written by scripts/build_assets.py); empty if missing."""
+    table: dict[str, dict[str, list[str]]] = _build_json(path)
+    return table
+
+
+def _build_json(path: str) -> Any:
+    """A JSON file the build wrote, read again once it changed; ``{}`` if missing."""
     try:
         mtime = os.stat(path).st_mtime_ns
     except OSError:
         return {}
-    return _read_preload(path, mtime)
+    return _read_json(path, mtime)
 
 
-@lru_cache(maxsize=4)
-def _read_preload(path: str, mtime_ns: int) -> dict[str, dict[str, list[str]]]:
+@lru_cache(maxsize=8)
+def _read_json(path: str, mtime_ns: int) -> Any:
+    """A JSON file the build wrote (preload.json, pyc/index.json); ``{}`` if unreadable."""
     _ = mtime_ns  # part of the cache key: a rebuild is picked up
-    with open(path, encoding="utf-8") as f:
-        table: dict[str, dict[str, list[str]]] = json.load(f)
-    return table
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
 
 
 def _client_ip(request: Request) -> str:

@@ -143,7 +143,11 @@ def _load_probe(browser: Browser, origin: str, name: str) -> tuple[dict[str, Any
         (
             "ffi_py",
             "pyodide",
-            ["/vendor/pyodide/pyodide.asm.wasm", "/vendor/pyodide/python_stdlib.zip"],
+            [
+                "/vendor/pyodide/pyodide.asm.wasm",
+                "/vendor/pyodide/python_stdlib.zip",
+                "/vendor/pyodide/snapshot.bin",
+            ],
         ),
     ],
 )
@@ -193,3 +197,18 @@ def test_ffi_probe(
     unwanted = ("codemirror", "xterm", "py-editor-", "py-game-", "py-terminal-", "donkey-")
     assert not [u for u in watch.urls if any(part in u for part in unwanted)]
     assert not [u for u in watch.urls if "deprecations-manager-" in u]
+
+
+def test_pages_restored_from_the_pyodide_snapshot_do_not_share_its_state(
+    browser: Browser, origin: str
+) -> None:
+    """The snapshot froze one start-up: each page must still draw its own random numbers, and
+    nothing of the build machine (node's script path) may show."""
+    first, _ = _load_probe(browser, origin, "ffi_py")
+    second, watch = _load_probe(browser, origin, "ffi_py")
+    assert f"{origin}/vendor/pyodide/snapshot.bin" in watch.urls
+    assert first["process"]["random"] != second["process"]["random"]
+    for facts in (first["process"], second["process"]):
+        assert facts["path"].count("") == 1, facts["path"]
+        assert facts["executable"] == "/home/pyodide/this.program"
+        assert facts["env_"] == "./this.program"

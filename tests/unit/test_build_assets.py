@@ -1,7 +1,10 @@
 """scripts/build_assets.py: the vendored scripts we serve name no CDN."""
 
+import hashlib
 import importlib.util
+import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,7 +58,7 @@ def test_what_the_build_ships_names_no_cdn():
     node_modules = ROOT / "node_modules"
     if not (node_modules / "@pyscript" / "core").is_dir():
         pytest.fail("node_modules is not installed: run scripts/bootstrap")
-    files = build_assets.plan(node_modules, with_editor=False, compile_stdlib=False)
+    files = build_assets.plan(node_modules, with_editor=False, compile_stdlib=False, snapshot=False)
     scripts = {rel: src for rel, src in files.items() if rel.endswith((".js", ".mjs"))}
     assert "pyodide/pyodide.mjs" in scripts and any(r.startswith("pyscript/core-") for r in scripts)
     for rel, src in scripts.items():
@@ -67,7 +70,7 @@ def test_the_shipped_core_boots_without_pyscripts_package():
     node_modules = ROOT / "node_modules"
     if not (node_modules / "@pyscript" / "core").is_dir():
         pytest.fail("node_modules is not installed: run scripts/bootstrap")
-    files = build_assets.plan(node_modules, with_editor=False, compile_stdlib=False)
+    files = build_assets.plan(node_modules, with_editor=False, compile_stdlib=False, snapshot=False)
     chunk = re.compile(r"pyscript/core-[A-Za-z0-9_]{8}\.js")
     shipped = [src for rel, src in files.items() if chunk.fullmatch(rel)]
     assert len(shipped) == 1 and isinstance(shipped[0], bytes)
@@ -82,3 +85,44 @@ def test_the_bootstrap_is_dropped_once_or_the_build_stops():
         build_assets.without_pyscript_package("c.js", b"const n=Ao")
     with pytest.raises(SystemExit, match="found 2 times"):
         build_assets.without_pyscript_package("c.js", chunk + chunk)
+
+
+def test_with_a_snapshot_pyodide_pages_start_from_its_loader():
+    node_modules = ROOT / "node_modules"
+    if not (node_modules / "@pyscript" / "core").is_dir():
+        pytest.fail("node_modules is not installed: run scripts/bootstrap")
+    dist = node_modules / "@pyscript" / "core" / "dist"
+    with_snapshot = json.loads(build_assets.preload_json(dist, snapshot=True))["pyodide"]
+    assert with_snapshot["modules"][0] == build_assets.SNAPSHOT_ENTRY  # the page's interpreter
+    assert with_snapshot["fetch"][0] == build_assets.SNAPSHOT
+    plain = json.loads(build_assets.preload_json(dist))["pyodide"]
+    assert plain["modules"][0] == "pyodide/pyodide.mjs"
+    assert build_assets.SNAPSHOT not in plain["fetch"]
+    # The loader reseeds what the snapshot froze and falls back to a plain start-up.
+    loader = build_assets.SNAPSHOT_ENTRY_JS.decode()
+    assert "_r.seed()" in loader and "_loadSnapshot: snapshot" in loader
+    assert "if (snapshot === null) return start(options);" in loader
+
+
+def test_our_modules_get_pyodide_bytecode_keyed_by_their_source(tmp_path):
+    pyo = ROOT / "node_modules" / "pyodide"
+    if shutil.which("node") is None or not pyo.is_dir():
+        pytest.fail("node and node_modules are needed: run scripts/bootstrap")
+    web, cache = tmp_path / "web", tmp_path / "cache"
+    (web / "coview").mkdir(parents=True)
+    (web / "coview" / "a.py").write_text("X = 1\n")
+    (web / "coview" / "b.py").write_text("def f(:\n")  # a syntax error: the build says so
+    assert build_assets.app_bytecode(web, pyo, cache) == {}
+    (web / "coview" / "b.py").write_text("")
+    out = build_assets.app_bytecode(web, pyo, cache)
+    index = json.loads(out[build_assets.PYC_INDEX])
+    assert set(index) == {"coview/a.py", "coview/b.py"}
+    a = index["coview/a.py"]
+    assert a["sha256"] == hashlib.sha256(b"X = 1\n").hexdigest()
+    pyc = out[a["pyc"]]
+    assert isinstance(pyc, Path) and pyc.read_bytes()[:4] == (3627).to_bytes(2, "little") + b"\r\n"
+    # An edited source gets another file; the old one leaves the cache.
+    (web / "coview" / "a.py").write_text("X = 2\n")
+    again = build_assets.app_bytecode(web, pyo, cache)
+    assert json.loads(again[build_assets.PYC_INDEX])["coview/a.py"]["pyc"] != a["pyc"]
+    assert not pyc.exists()

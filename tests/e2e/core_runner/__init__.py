@@ -41,9 +41,16 @@ CPYTHON_ONLY = {
     "test_protocol_doc": "reads docs/protocol.md from the repository with CPython's re",
 }
 
+#: The product's entry points (on Pyodide, the build's snapshot loader when it made one: the
+#: core is tested on the interpreter the console runs).
 INTERPRETERS = {
     "micropython": ("mpy", "/vendor/micropython/micropython.mjs"),
-    "pyodide": ("py", "/vendor/pyodide/pyodide.mjs"),
+    "pyodide": (
+        "py",
+        "/vendor/pyodide/coview-pyodide.mjs"
+        if (VENDOR / "pyodide" / "coview-pyodide.mjs").is_file()
+        else "/vendor/pyodide/pyodide.mjs",
+    ),
 }
 #: Every PyScript plugin but "error" off (their chunks would load for nothing).
 PLUGINS = ["!deprecations-manager", "!donkey", "!py-editor", "!py-game", "!py-terminal"]

@@ -3,6 +3,7 @@
 # as JSON into <pre id="result">; progress goes to <pre id="progress"> for debugging.
 # Only ffi is used to reach JS (globals as ffi.js.Name), as in the product code.
 import asyncio
+import sys
 
 from coview_web import ffi
 
@@ -342,8 +343,22 @@ async def main():
         "ready_ms": READY_MS,
         "done_ms": ffi.monotonic_ms(),
         "checks": checks,
+        "process": process_facts(),
     }
     w.document.getElementById("result").textContent = stringify(ffi.to_js(result))
+
+
+def process_facts():
+    """What a restored Pyodide snapshot must not share between pages or with the build."""
+    import random
+
+    facts = {"random": random.random(), "path": list(sys.path)}
+    if not ffi.IS_MICROPYTHON:
+        import os
+
+        facts["executable"] = sys.executable
+        facts["env_"] = os.environ.get("_", "")
+    return facts
 
 
 asyncio.create_task(main())

@@ -41,6 +41,11 @@ class Elements(HTMLParser):
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
 
+    def handle_data(self, data: str) -> None:  # a <script>'s text, under the key "text"
+        if self.tags and self.tags[-1][0] == "script":
+            attrs = self.tags[-1][1]
+            attrs["text"] = (attrs.get("text") or "") + data
+
     def find(self, tag: str, **attrs: str) -> list[dict[str, str | None]]:
         return [
             a
@@ -277,13 +282,31 @@ IMMUTABLE = "public, max-age=31536000, immutable"
 
 def _expected_files(page: str, interpreter: str) -> dict[str, str]:
     """The files config a page must carry: its modules, ``?v=<version>``, .mpy on MicroPython
-    when the server has a matching mpy-cross."""
+    when the server has a matching mpy-cross, the build's .pyc on Pyodide (the page too)."""
+    settings = Settings.load(environ={})
     files = {}
     for rel in pages.page_modules(WEB, page):
+        pyc = pages.bytecode_url(settings, rel) if interpreter == "py" else None
+        if pyc is not None:
+            files[pyc] = rel.removesuffix(".py") + ".pyc"
+            continue
         if interpreter == "mpy" and static.compiled_mpy(WEB / rel) is not None:
             rel = rel.removesuffix(".py") + ".mpy"
         files[f"/app/{rel}?v={static.asset_version(WEB / rel)}"] = rel
+    page_pyc = pages.bytecode_url(settings, f"pages/{page}.py") if interpreter == "py" else None
+    if page_pyc is not None:
+        files[page_pyc] = f"coview_page_{page}.pyc"
     return files
+
+
+#: A CPython 3.14 .pyc (Pyodide 314's interpreter) starts with this magic number.
+PYODIDE_PYC_MAGIC = (3627).to_bytes(2, "little") + b"\r\n"
+#: The console's interpreter module: the build's snapshot loader when it made one.
+PYODIDE_ENTRY = (
+    "/vendor/pyodide/coview-pyodide.mjs"
+    if (WEB / "vendor" / "pyodide" / "coview-pyodide.mjs").is_file()
+    else "/vendor/pyodide/pyodide.mjs"
+)
 
 
 def _page_script(html: str, kind: str) -> dict[str, Any]:
@@ -292,7 +315,8 @@ def _page_script(html: str, kind: str) -> dict[str, Any]:
     config = scripts[0]["config"]
     assert config is not None
     parsed: dict[str, Any] = json.loads(config)
-    parsed["_src"] = scripts[0]["src"]
+    parsed["_src"] = scripts[0].get("src")
+    parsed["_code"] = (scripts[0].get("text") or "").strip()
     return parsed
 
 
@@ -301,7 +325,7 @@ def _page_script(html: str, kind: str) -> dict[str, Any]:
     [
         ("/widget", "mpy", "/vendor/micropython/micropython.mjs"),
         ("/popup", "mpy", "/vendor/micropython/micropython.mjs"),
-        ("/console", "py", "/vendor/pyodide/pyodide.mjs"),
+        ("/console", "py", PYODIDE_ENTRY),
     ],
 )
 def test_pages_carry_pyscript_config(
@@ -316,13 +340,17 @@ def test_pages_carry_pyscript_config(
     assert (WEB / interpreter.removeprefix("/")).is_file()
     page = path.removeprefix("/")
     expected = _expected_files(page, kind)
-    names = {rel.removesuffix(".mpy").removesuffix(".py") + ".py" for rel in expected.values()}
+    names = {re.sub(r"\.(mpy|pyc|py)$", ".py", rel) for rel in expected.values()}
     assert PAGE_MODULES[page] <= names
     assert {"coview/__init__.py", "coview_web/__init__.py"} <= names
     assert config["files"] == expected
     script = WEB / "pages" / f"{page}.py"
-    assert config["_src"] == f"/app/pages/{page}.py?v={static.asset_version(script)}"
     assert script.is_file()
+    if f"coview_page_{page}.pyc" in expected.values():  # the page's bytecode, imported inline
+        assert config["_src"] is None and config["_code"] == f"import coview_page_{page}"
+    else:
+        assert config["_src"] == f"/app/pages/{page}.py?v={static.asset_version(script)}"
+        assert not config["_code"]
     # PyScript itself comes from /vendor too, never from a CDN.
     modules = Elements(response.text).find("script", type="module")
     assert modules and all((m["src"] or "").startswith("/vendor/pyscript/") for m in modules)
@@ -343,10 +371,15 @@ def test_config_files_are_served_immutable(client: TestClient) -> None:
     assert post_login(client).status_code == 303
     for path, kind in (("/popup", "mpy"), ("/widget", "mpy"), ("/console", "py")):
         config = _page_script(client.get(path).text, kind)
-        for url, rel in [*config["files"].items(), (config["_src"], "")]:
+        src = [(config["_src"], "")] if config["_src"] else []
+        for url, rel in [*config["files"].items(), *src]:
             response = client.get(url)
             assert response.status_code == 200, url
             assert response.headers["cache-control"] == IMMUTABLE, url
+            if url.startswith("/vendor/pyc/"):  # content-addressed: no version, no plain URL
+                assert response.content == (WEB / url.removeprefix("/")).read_bytes()
+                assert response.content[:4] == PYODIDE_PYC_MAGIC, url
+                continue
             source = WEB / url.removeprefix("/app/").partition("?")[0]
             if url.partition("?")[0].endswith(".mpy"):
                 assert response.content == static.compiled_mpy(source.with_suffix(".py"))
@@ -458,6 +491,54 @@ def test_micropython_pages_get_bytecode(tmp_path: Path) -> None:
     assert data is not None
     version = hashlib.sha256(data).hexdigest()[: static.VERSION_LEN]
     assert config["files"] == {f"/app/coview/__init__.mpy?v={version}": "coview/__init__.mpy"}
+
+
+def _bytecode_build(root: Path, rels: list[str]) -> None:
+    """What scripts/build_assets.py leaves for ``rels``: vendor/pyc/<key>.pyc and the index."""
+    index = {}
+    for n, rel in enumerate(rels):
+        (root / "vendor" / "pyc").mkdir(parents=True, exist_ok=True)
+        (root / "vendor" / "pyc" / f"k{n}.pyc").write_bytes(PYODIDE_PYC_MAGIC + b"...")
+        sha = hashlib.sha256((root / rel).read_bytes()).hexdigest()
+        index[rel] = {"sha256": sha, "pyc": f"pyc/k{n}.pyc"}
+    (root / "vendor" / "pyc" / "index.json").write_text(json.dumps(index))
+
+
+def test_pyodide_pages_get_the_builds_bytecode_of_unchanged_sources(tmp_path: Path) -> None:
+    _tree(
+        tmp_path,
+        {"pages/console.py": "from coview import a\n", "coview/__init__.py": "", "coview/a.py": ""},
+    )
+    _bytecode_build(tmp_path, ["pages/console.py", "coview/__init__.py", "coview/a.py"])
+    settings = Settings.load(overrides={"web_root": str(tmp_path)}, environ={})
+    config = json.loads(pages.pyscript_config(settings, "py", "console"))
+    assert config["files"] == {
+        "/vendor/pyc/k1.pyc": "coview/__init__.pyc",
+        "/vendor/pyc/k2.pyc": "coview/a.pyc",
+        "/vendor/pyc/k0.pyc": "coview_page_console.pyc",
+    }
+    assert pages.page_script_code(settings, "py", "console") == "import coview_page_console"
+    # MicroPython pages never get it (another interpreter's bytecode).
+    assert pages.page_script_code(settings, "mpy", "console") is None
+    assert "/vendor/pyc/k2.pyc" not in pages.pyscript_config(settings, "mpy", "console")
+
+    # A file edited since the build is sent as source; so is the page, then run from its src.
+    (tmp_path / "coview" / "a.py").write_text("X = 2\n")
+    (tmp_path / "pages" / "console.py").write_text("from coview import a  # edited\n")
+    config = json.loads(pages.pyscript_config(settings, "py", "console"))
+    version = static.asset_version(tmp_path / "coview" / "a.py")
+    assert config["files"] == {
+        "/vendor/pyc/k1.pyc": "coview/__init__.pyc",
+        f"/app/coview/a.py?v={version}": "coview/a.py",
+    }
+    assert pages.page_script_code(settings, "py", "console") is None
+    # A bytecode file gone from the build, or no index at all: source.
+    (tmp_path / "vendor" / "pyc" / "k1.pyc").unlink()
+    assert pages.bytecode_url(settings, "coview/__init__.py") is None
+    (tmp_path / "vendor" / "pyc" / "index.json").write_text("not json")
+    assert pages.bytecode_url(settings, "coview/__init__.py") is None
+    (tmp_path / "vendor" / "pyc" / "index.json").unlink()
+    assert pages.bytecode_url(settings, "coview/__init__.py") is None
 
 
 # --- headers ---------------------------------------------------------------------------
