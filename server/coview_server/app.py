@@ -151,6 +151,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/healthz", _health),
         WebSocketRoute("/ws", signaling.endpoint),
         Mount("/vendor", app=Assets(web / "vendor", immutable=True)),
+        Route("/app/bundle/{page}.bundle", pages.bundle_file),
         Mount("/app/coview", app=Assets(web / "coview", immutable=False)),
         Mount("/app/coview_web", app=Assets(web / "coview_web", immutable=False)),
         Mount("/app/pages", app=Assets(web / "pages", immutable=False)),

@@ -21,11 +21,11 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from . import accounts
+from . import accounts, bundles
 from .security import AddressLimiter
 from .settings import Settings
 from .signaling import SESSION_COOKIE
-from .static import asset_version, compiled_mpy
+from .static import asset_version, compiled_mpy, stat_key
 from .store import AuthError, Store, UserRow
 
 CSRF_COOKIE = "coview_csrf"
@@ -47,13 +47,16 @@ def _env(root: str) -> Environment:
 def render_pyscript(request: Request, page: str, interpreter: str, **ctx: Any) -> HTMLResponse:
     """Render ``<page>.html``, whose script ``web/pages/<page>.py`` runs on ``interpreter``."""
     settings: Settings = request.state.settings
+    code = page_script_code(settings, interpreter, page)
+    assert code is None or "</" not in code  # the template writes it unescaped into <script>
     return render(
         request,
         page + ".html",
         config=pyscript_config(settings, interpreter, page),
         head=pyscript_head(settings, interpreter, page),
+        script_type=interpreter,
         script_src=page_script_url(settings, page),
-        script_code=page_script_code(settings, interpreter, page),
+        script_code=code,
         **ctx,
     )
 
@@ -79,16 +82,32 @@ def page_script_url(settings: Settings, page: str) -> str:
     return _versioned(f"/app/pages/{page}.py", settings.web_root / "pages" / f"{page}.py")
 
 
+#: The pages that run on MicroPython (their bundle is served at /app/bundle/<page>.bundle).
+MPY_PAGES = ("check", "popup", "widget")
+
+
 def page_script_code(settings: Settings, interpreter: str, page: str) -> str | None:
-    """The inline text of a Pyodide page's script when its bytecode is served: one import of
-    the page module, which :func:`_app_files` sends as ``.pyc`` (``None``: ``src`` it is)."""
-    if interpreter != "py" or bytecode_url(settings, f"pages/{page}.py") is None:
+    """The inline text of a page's script when the page module itself is sent as bytecode:
+    on MicroPython, unpack the page's bundle and import it (:mod:`.bundles`); on Pyodide,
+    import the ``.pyc`` :func:`_app_files` sends. ``None``: the script's ``src`` it is."""
+    module = bundles.page_module(page)
+    if interpreter == "mpy" and page_bundle(settings, page) is not None:
+        return bundles.UNBUNDLE.format(bundle=bundles.BUNDLE_PATH, module=module)
+    if interpreter == "py" and bytecode_url(settings, f"pages/{page}.py") is not None:
+        return f"import {module}"
+    return None
+
+
+def page_bundle(settings: Settings, page: str) -> bundles.Bundle | None:
+    if page not in MPY_PAGES:
         return None
-    return f"import {_page_module(page)}"
+    return bundles.bundle(settings, page, page_modules(settings.web_root, page))
 
 
-def _page_module(page: str) -> str:
-    return f"coview_page_{page}"
+async def bundle_file(request: Request) -> Response:
+    """``/app/bundle/<page>.bundle`` (see :mod:`.bundles`)."""
+    settings: Settings = request.state.settings
+    return bundles.response(page_bundle(settings, request.path_params["page"]), request)
 
 
 def bytecode_url(settings: Settings, rel: str) -> str | None:
@@ -135,29 +154,39 @@ def page_modules(web: Path, page: str) -> list[str]:
     todo = [web / "pages" / f"{page}.py"]
     while todo:
         path = todo.pop()
-        try:
-            tree = ast.parse(path.read_bytes(), filename=str(path))
-        except (OSError, SyntaxError, ValueError):
+        key = stat_key(str(path))
+        if key is None:
             continue
-        for node in ast.walk(tree):
-            names: list[str] = []
-            if isinstance(node, ast.Import):
-                names = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                names = [node.module] + [f"{node.module}.{a.name}" for a in node.names]
-            for name in names:
-                parts = name.split(".")
-                if parts[0] not in APP_PACKAGES:
-                    continue
-                for depth in range(1, len(parts) + 1):
-                    rel = "/".join(parts[:depth])
-                    candidates = [f"{rel}/__init__.py"] if depth == 1 else []
-                    candidates += [f"{rel}.py", f"{rel}/__init__.py"]
-                    for candidate in candidates:
-                        if candidate not in seen and (web / candidate).is_file():
-                            seen.add(candidate)
-                            todo.append(web / candidate)
+        for name in _app_imports(*key):
+            parts = name.split(".")
+            for depth in range(1, len(parts) + 1):
+                rel = "/".join(parts[:depth])
+                candidates = [f"{rel}/__init__.py"] if depth == 1 else []
+                candidates += [f"{rel}.py", f"{rel}/__init__.py"]
+                for candidate in candidates:
+                    if candidate not in seen and (web / candidate).is_file():
+                        seen.add(candidate)
+                        todo.append(web / candidate)
     return sorted(seen)
+
+
+@lru_cache(maxsize=512)
+def _app_imports(path: str, size: int, mtime_ns: int, inode: int) -> tuple[str, ...]:
+    """The dotted names of our packages a source imports; parsed once per file version (every
+    page render asks, and parsing the popup's modules took 50 ms)."""
+    _ = (size, mtime_ns, inode)  # part of the cache key
+    try:
+        with open(path, "rb") as f:
+            tree = ast.parse(f.read(), filename=path)
+    except (OSError, SyntaxError, ValueError):
+        return ()
+    names: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names += [node.module] + [f"{node.module}.{a.name}" for a in node.names]
+    return tuple(n for n in names if n.split(".")[0] in APP_PACKAGES)
 
 
 def _app_files(
@@ -180,6 +209,9 @@ def _app_files(
         ]
     else:
         rels = page_modules(web, page)
+    made = page_bundle(settings, page) if interpreter == "mpy" and page is not None else None
+    if made is not None:
+        return {made.url(page or ""): bundles.BUNDLE_PATH}
     files: dict[str, str] = {}
     for rel in rels:
         source = web / rel
@@ -191,10 +223,10 @@ def _app_files(
             files[_versioned(f"/app/{mpy}", web / mpy)] = mpy
         else:
             files[_versioned(f"/app/{rel}", source)] = rel
-    if page is not None and page_script_code(settings, interpreter, page) is not None:
+    if page is not None and interpreter == "py":
         pyc = bytecode_url(settings, f"pages/{page}.py")
-        assert pyc is not None
-        files[pyc] = f"{_page_module(page)}.pyc"
+        if pyc is not None:
+            files[pyc] = f"{bundles.page_module(page)}.pyc"
     return files
 
 
@@ -252,7 +284,8 @@ def pyscript_head(settings: Settings, interpreter: str, page: str) -> dict[str, 
         # for seconds before asking for them, and Chromium warns about preloads left unused
         # for more than a few seconds after the load event.
         fetches += [(url, "low") for url in _app_files(settings, interpreter, page)]
-        fetches.append((page_script_url(settings, page), "low"))
+        if page_script_code(settings, interpreter, page) is None:
+            fetches.append((page_script_url(settings, page), "low"))
     other = "py" if interpreter == "mpy" else "mpy"
     return {
         "preload_modules": [f"/vendor/{rel}" for rel in modules],

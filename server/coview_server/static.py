@@ -186,7 +186,8 @@ _VENDOR_MICROPYTHON = Path(__file__).resolve().parents[2] / "web" / "vendor" / "
 _MPY_CROSS: list[str | None] = []  # memo of mpy_cross(): [] unknown, [None] none, [path]
 
 
-def _stat_key(path: str) -> tuple[str, int, int, int] | None:
+def stat_key(path: str) -> tuple[str, int, int, int] | None:
+    """A version of the regular file at ``path`` (path, size, mtime, inode) for caches."""
     try:
         st = os.stat(path)
     except OSError:
@@ -257,7 +258,7 @@ def compiled_mpy(source: Path | str) -> bytes | None:
     Traceback file names are ``<parent folder>/<name>.py``, the path the page's PyScript
     ``files`` config gives the module. Cached per file version (path, size, mtime, inode).
     """
-    key = _stat_key(os.path.realpath(source))
+    key = stat_key(os.path.realpath(source))
     exe = mpy_cross()
     if key is None or exe is None:
         return None
@@ -288,7 +289,7 @@ def asset_version(path: Path | str) -> str | None:
     ``.py`` beside it, of the compiled bytecode. Cached per file version.
     """
     real = os.path.realpath(path)
-    key = _stat_key(real)
+    key = stat_key(real)
     if key is None and real.endswith(".mpy"):
         data = compiled_mpy(real[: -len(".mpy")] + ".py")
         return None if data is None else hashlib.sha256(data).hexdigest()[:VERSION_LEN]
@@ -413,7 +414,7 @@ class Assets:
         if not real.endswith(".mpy"):
             return None
         source = real[: -len(".mpy")] + ".py"
-        key = _stat_key(source)
+        key = stat_key(source)
         if key is None:
             return None
         data = compiled_mpy(source)

@@ -284,6 +284,9 @@ def _expected_files(page: str, interpreter: str) -> dict[str, str]:
     """The files config a page must carry: its modules, ``?v=<version>``, .mpy on MicroPython
     when the server has a matching mpy-cross, the build's .pyc on Pyodide (the page too)."""
     settings = Settings.load(environ={})
+    made = pages.page_bundle(settings, page) if interpreter == "mpy" else None
+    if made is not None:
+        return {made.url(page): "coview.bundle"}
     files = {}
     for rel in pages.page_modules(WEB, page):
         pyc = pages.bytecode_url(settings, rel) if interpreter == "py" else None
@@ -340,7 +343,10 @@ def test_pages_carry_pyscript_config(
     assert (WEB / interpreter.removeprefix("/")).is_file()
     page = path.removeprefix("/")
     expected = _expected_files(page, kind)
-    names = {re.sub(r"\.(mpy|pyc|py)$", ".py", rel) for rel in expected.values()}
+    shipped = list(expected.values())
+    if shipped == ["coview.bundle"]:
+        shipped = _bundle_names(client.get(next(iter(expected))).content)
+    names = {re.sub(r"\.(mpy|pyc|py)$", ".py", rel) for rel in shipped}
     assert PAGE_MODULES[page] <= names
     assert {"coview/__init__.py", "coview_web/__init__.py"} <= names
     assert config["files"] == expected
@@ -348,6 +354,9 @@ def test_pages_carry_pyscript_config(
     assert script.is_file()
     if f"coview_page_{page}.pyc" in expected.values():  # the page's bytecode, imported inline
         assert config["_src"] is None and config["_code"] == f"import coview_page_{page}"
+    elif shipped != list(expected.values()):  # a bundle: unpacked, then the page imported
+        assert config["_src"] is None and config["_code"].endswith(f"import coview_page_{page}")
+        assert shipped[-1] == f"coview_page_{page}.mpy"
     else:
         assert config["_src"] == f"/app/pages/{page}.py?v={static.asset_version(script)}"
         assert not config["_code"]
@@ -358,11 +367,27 @@ def test_pages_carry_pyscript_config(
     # Everything the page script fetches is preloaded under the very same URL.
     preloaded = {link["href"] for link in Elements(response.text).find("link", rel="preload")}
     if kind == "mpy":
-        assert set(expected) | {config["_src"]} <= preloaded
+        assert set(expected) | ({config["_src"]} if config["_src"] else set()) <= preloaded
+
+
+def _bundle_names(data: bytes) -> list[str]:
+    """The file names a page bundle carries (coview_server.bundles), checking its sizes."""
+    head, _, rest = data.partition(b"\n")
+    index = json.loads(head)
+    assert sum(size for _, size in index) == len(rest)
+    return [name for name, _ in index]
+
+
+def _shipped(client: TestClient, path: str, kind: str) -> list[str]:
+    files = _page_script(client.get(path).text, kind)["files"]
+    if list(files.values()) == ["coview.bundle"]:
+        return _bundle_names(client.get(next(iter(files))).content)
+    return list(files.values())
 
 
 def test_pages_get_only_the_modules_they_import(client: TestClient) -> None:
-    popup = _page_script(client.get("/popup").text, "mpy")["files"].values()
+    popup = _shipped(client, "/popup", "mpy")
+    assert any(rel.startswith("coview/protocol.") for rel in popup)
     assert not any(rel.startswith(("coview/netcheck.", "coview/useragent.")) for rel in popup)
     assert not any(rel.startswith("coview_web/stats.") for rel in popup)
 
@@ -376,6 +401,14 @@ def test_config_files_are_served_immutable(client: TestClient) -> None:
             response = client.get(url)
             assert response.status_code == 200, url
             assert response.headers["cache-control"] == IMMUTABLE, url
+            if url.startswith("/app/bundle/"):
+                made = pages.page_bundle(Settings.load(environ={}), path.removeprefix("/"))
+                assert made is not None and response.content == made.data
+                assert response.content.count(b"M\x06") >= 2  # MicroPython .mpy v6 inside
+                plain = client.get(url.partition("?")[0])
+                assert plain.status_code == 200 and plain.headers["cache-control"] == "no-cache"
+                assert plain.content == made.data
+                continue
             if url.startswith("/vendor/pyc/"):  # content-addressed: no version, no plain URL
                 assert response.content == (WEB / url.removeprefix("/")).read_bytes()
                 assert response.content[:4] == PYODIDE_PYC_MAGIC, url
@@ -483,14 +516,31 @@ def test_micropython_pages_fall_back_to_source_without_mpy_cross(
 
 
 @pytest.mark.skipif(static.mpy_cross() is None, reason="no mpy-cross of the runtime's release")
-def test_micropython_pages_get_bytecode(tmp_path: Path) -> None:
+def test_micropython_pages_get_one_bundle_of_bytecode(tmp_path: Path) -> None:
     _tree(tmp_path, {"pages/popup.py": "import coview\n", "coview/__init__.py": "X = 1\n"})
     settings = Settings.load(overrides={"web_root": str(tmp_path)}, environ={})
     config = json.loads(pages.pyscript_config(settings, "mpy", "popup"))
-    data = static.compiled_mpy(tmp_path / "coview/__init__.py")
-    assert data is not None
+    init = static.compiled_mpy(tmp_path / "coview/__init__.py")
+    page = static.compiled_mpy(tmp_path / "pages/popup.py")
+    assert init is not None and page is not None
+    index = [["coview/__init__.mpy", len(init)], ["coview_page_popup.mpy", len(page)]]
+    data = json.dumps(index, separators=(",", ":")).encode() + b"\n" + init + page
     version = hashlib.sha256(data).hexdigest()[: static.VERSION_LEN]
-    assert config["files"] == {f"/app/coview/__init__.mpy?v={version}": "coview/__init__.mpy"}
+    assert config["files"] == {f"/app/bundle/popup.bundle?v={version}": "coview.bundle"}
+    made = pages.page_bundle(settings, "popup")
+    assert made is not None and made.data == data
+    # Any file edited: a new bundle, under a new URL.
+    (tmp_path / "coview" / "__init__.py").write_text("X = 2\n")
+    again = pages.page_bundle(settings, "popup")
+    assert again is not None and again.version != made.version
+    # A module that does not compile: no bundle, the files one by one (as source).
+    (tmp_path / "coview" / "__init__.py").write_text("def (:\n")
+    assert pages.page_bundle(settings, "popup") is None
+    assert pages.page_script_code(settings, "mpy", "popup") is None
+    config = json.loads(pages.pyscript_config(settings, "mpy", "popup"))
+    assert list(config["files"].values()) == ["coview/__init__.py"]
+    # Only MicroPython pages have bundles.
+    assert pages.page_bundle(settings, "console") is None
 
 
 def _bytecode_build(root: Path, rels: list[str]) -> None:

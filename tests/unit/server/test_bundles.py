@@ -1,0 +1,53 @@
+"""coview_server.bundles: one file of bytecode per MicroPython page, and its unpacker."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient
+
+from coview_server import bundles, pages
+from coview_server.settings import Settings
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+
+
+def test_the_unbundle_script_writes_every_file_and_imports_the_page(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The inline script of a bundled page, run here on CPython (it is written to the subset
+    MicroPython has; the e2e suite runs it on MicroPython)."""
+    files = [("pkg/__init__.py", b""), ("pkg/sub/m.py", b"VALUE = 7\n")]
+    files.append(("coview_page_p.py", b"import pkg.sub.m\nSEEN = pkg.sub.m.VALUE\n"))
+    (tmp_path / "pkg").mkdir()  # a directory that exists already is fine
+    index = json.dumps([[name, len(data)] for name, data in files]).encode()
+    (tmp_path / "coview.bundle").write_bytes(index + b"\n" + b"".join(d for _, d in files))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code = bundles.UNBUNDLE.format(bundle="coview.bundle", module="coview_page_p")
+    scope: dict[str, Any] = {}
+    exec(code, scope)
+    assert scope["coview_page_p"].SEEN == 7
+    assert (tmp_path / "pkg" / "sub" / "m.py").read_bytes() == b"VALUE = 7\n"
+    assert not (tmp_path / "coview.bundle").exists()
+    assert {k for k in scope if not k.startswith("__")} == {"coview_page_p"}  # no litter
+    for name in ("pkg", "pkg.sub", "pkg.sub.m", "coview_page_p"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+
+
+def test_bundles_are_served_immutable_under_their_version(client: TestClient) -> None:
+    made = pages.page_bundle(Settings.load(environ={}), "popup")
+    if made is None:
+        pytest.skip("no mpy-cross of the runtime's release")
+    fresh = client.get(made.url("popup"))
+    assert fresh.status_code == 200 and fresh.headers["cache-control"] == IMMUTABLE
+    assert fresh.content == made.data
+    again = client.get(made.url("popup"), headers={"If-None-Match": fresh.headers["etag"]})
+    assert again.status_code == 304
+    assert client.get("/app/bundle/console.bundle").status_code == 404
+    assert client.get("/app/bundle/nothing.bundle").status_code == 404
+    assert client.get("/app/bundle/..%2Fsecret.bundle").status_code == 404
