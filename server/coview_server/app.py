@@ -32,6 +32,7 @@ from .security import PathPolicy, SecurityHeaders
 from .settings import Settings
 from .static import Assets
 from .store import Store
+from .vendor import VendorAssets
 
 log = logging.getLogger("coview")
 
@@ -150,7 +151,7 @@ def create_app(settings: Settings) -> Starlette:
         Route("/check/relay", check.check_relay, methods=["POST"]),
         Route("/healthz", _health),
         WebSocketRoute("/ws", signaling.endpoint),
-        Mount("/vendor", app=Assets(web / "vendor", immutable=True)),
+        Mount("/vendor", app=VendorAssets(web / "vendor")),
         Route("/app/bundle/{page}.bundle", pages.bundle_file),
         Mount("/app/coview", app=Assets(web / "coview", immutable=False)),
         Mount("/app/coview_web", app=Assets(web / "coview_web", immutable=False)),

@@ -27,6 +27,7 @@ from .settings import Settings
 from .signaling import SESSION_COOKIE
 from .static import asset_version, compiled_mpy, stat_key
 from .store import AuthError, Store, UserRow
+from .vendor import vendor_url
 
 CSRF_COOKIE = "coview_csrf"
 LOGIN_WINDOW_S = 300.0
@@ -41,6 +42,8 @@ def _env(root: str) -> Environment:
     web = Path(root).parent
     # {{ asset_url("/static/coview.css") }}: the URL with ?v=<content hash> (long-cached).
     env.globals["asset_url"] = lambda url: _versioned(url, web / url.lstrip("/"))
+    # {{ vendor_url("pyscript/core.css") }}: under the build's own prefix (see .vendor).
+    env.globals["vendor_url"] = lambda rel: vendor_url(web / "vendor", rel)
     return env
 
 
@@ -111,16 +114,16 @@ async def bundle_file(request: Request) -> Response:
 
 
 def bytecode_url(settings: Settings, rel: str) -> str | None:
-    """``/vendor/pyc/<key>.pyc``: Pyodide bytecode of ``web/<rel>`` made by the build from the
-    source as it is now (``None`` when it was not made or the file changed since; see
-    ``app_bytecode`` in scripts/build_assets.py)."""
+    """``/vendor/<build>/pyc/<key>.pyc``: Pyodide bytecode of ``web/<rel>`` made by the build
+    from the source as it is now (``None`` when it was not made or the file changed since;
+    see ``app_bytecode`` in scripts/build_assets.py)."""
     entry = _bytecode_index(str(settings.vendor_root / "pyc" / "index.json")).get(rel)
     source = settings.web_root / rel
     if entry is None or entry.get("sha256") != _file_sha256(source):
         return None
     if not (settings.vendor_root / entry["pyc"]).is_file():
         return None
-    return f"/vendor/{entry['pyc']}"
+    return vendor_url(settings.vendor_root, entry["pyc"])
 
 
 def _bytecode_index(path: str) -> dict[str, dict[str, str]]:
@@ -236,7 +239,7 @@ def pyscript_config(settings: Settings, interpreter: str, page: str) -> str:
     # snapshot loader when it made one; see scripts/build_assets.py).
     modules = _preload_table(str(settings.vendor_root / "preload.json"))
     entry = modules.get(_RUNTIMES[interpreter], {}).get("modules", [])
-    interp = f"/vendor/{entry[0]}" if entry else _DEFAULT_ENTRY[interpreter]
+    interp = vendor_url(settings.vendor_root, entry[0] if entry else _DEFAULT_ENTRY[interpreter])
     # Plugins we do not use are switched off: they cost start-up time, and their hooks
     # would need 'unsafe-eval' (core-csp.js is PyScript's build that avoids eval).
     return json.dumps(
@@ -248,10 +251,7 @@ def pyscript_config(settings: Settings, interpreter: str, page: str) -> str:
     )
 
 
-_DEFAULT_ENTRY = {
-    "mpy": "/vendor/micropython/micropython.mjs",
-    "py": "/vendor/pyodide/pyodide.mjs",
-}
+_DEFAULT_ENTRY = {"mpy": "micropython/micropython.mjs", "py": "pyodide/pyodide.mjs"}
 _NO_PLUGINS = ["!deprecations-manager", "!donkey", "!py-editor", "!py-game", "!py-terminal"]
 _RUNTIMES = {"mpy": "micropython", "py": "pyodide"}
 
@@ -276,7 +276,8 @@ def pyscript_head(settings: Settings, interpreter: str, page: str) -> dict[str, 
     runtime = table.get(_RUNTIMES[interpreter], {})
     modules = [*table.get("pyscript", {}).get("modules", []), *runtime.get("modules", [])]
     # Needed first: PyScript itself, the interpreter, its wasm (high priority, the default).
-    fetches = [(f"/vendor/{rel}", "auto") for rel in runtime.get("fetch", [])]
+    vendor = settings.vendor_root
+    fetches = [(vendor_url(vendor, rel), "auto") for rel in runtime.get("fetch", [])]
     if interpreter == "mpy":
         # Needed once the interpreter runs, a fraction of a second later on MicroPython: asked
         # for at low priority, so that they do not hold up the stylesheet and PyScript's
@@ -288,7 +289,7 @@ def pyscript_head(settings: Settings, interpreter: str, page: str) -> dict[str, 
             fetches.append((page_script_url(settings, page), "low"))
     other = "py" if interpreter == "mpy" else "mpy"
     return {
-        "preload_modules": [f"/vendor/{rel}" for rel in modules],
+        "preload_modules": [vendor_url(vendor, rel) for rel in modules],
         "preload_fetch": fetches,
         "other_type": other,
         "other_config": json.dumps({"plugins": _NO_PLUGINS}),

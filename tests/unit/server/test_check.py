@@ -63,7 +63,11 @@ def test_check_page_is_a_micropython_page(tmp_path: Path) -> None:
     assert response.status_code == 200
     assert response.headers["cache-control"] == "no-store"
     html = response.text
-    assert '<script type="mpy" src="/app/pages/check.py?v=' in html
+    # Its script: the page's bytecode bundle unpacked inline, or without mpy-cross its source.
+    assert (
+        '<script type="mpy" src="/app/pages/check.py?v=' in html
+        or "import coview_page_check\n</script>" in html
+    )
     assert "micropython.mjs" in html
     assert 'role="list"' in html and "Report for support" in html
     assert "content-security-policy" in response.headers

@@ -19,6 +19,7 @@ from coview_server.app import create_app
 from coview_server.security import parse_csp
 from coview_server.settings import Settings
 from coview_server.signaling import SESSION_COOKIE
+from coview_server.vendor import vendor_url
 
 GENERIC = "Wrong email or password."
 REPO = Path(__file__).resolve().parents[3]
@@ -304,12 +305,21 @@ def _expected_files(page: str, interpreter: str) -> dict[str, str]:
 
 #: A CPython 3.14 .pyc (Pyodide 314's interpreter) starts with this magic number.
 PYODIDE_PYC_MAGIC = (3627).to_bytes(2, "little") + b"\r\n"
+VENDOR = WEB / "vendor"
 #: The console's interpreter module: the build's snapshot loader when it made one.
-PYODIDE_ENTRY = (
-    "/vendor/pyodide/coview-pyodide.mjs"
-    if (WEB / "vendor" / "pyodide" / "coview-pyodide.mjs").is_file()
-    else "/vendor/pyodide/pyodide.mjs"
+PYODIDE_ENTRY = vendor_url(
+    VENDOR,
+    "pyodide/coview-pyodide.mjs"
+    if (VENDOR / "pyodide" / "coview-pyodide.mjs").is_file()
+    else "pyodide/pyodide.mjs",
 )
+
+
+def _vendor_file(url: str) -> Path:
+    """The file under web/vendor a ``/vendor/<build>/...`` URL of the current build names."""
+    prefix = vendor_url(VENDOR, "")
+    assert url.startswith(prefix), url
+    return VENDOR / url.removeprefix(prefix)
 
 
 def _page_script(html: str, kind: str) -> dict[str, Any]:
@@ -326,8 +336,8 @@ def _page_script(html: str, kind: str) -> dict[str, Any]:
 @pytest.mark.parametrize(
     ("path", "kind", "interpreter"),
     [
-        ("/widget", "mpy", "/vendor/micropython/micropython.mjs"),
-        ("/popup", "mpy", "/vendor/micropython/micropython.mjs"),
+        ("/widget", "mpy", vendor_url(VENDOR, "micropython/micropython.mjs")),
+        ("/popup", "mpy", vendor_url(VENDOR, "micropython/micropython.mjs")),
         ("/console", "py", PYODIDE_ENTRY),
     ],
 )
@@ -340,7 +350,7 @@ def test_pages_carry_pyscript_config(
     assert response.status_code == 200
     config = _page_script(response.text, kind)
     assert config["interpreter"] == interpreter
-    assert (WEB / interpreter.removeprefix("/")).is_file()
+    assert _vendor_file(interpreter).is_file()
     page = path.removeprefix("/")
     expected = _expected_files(page, kind)
     shipped = list(expected.values())
@@ -362,7 +372,8 @@ def test_pages_carry_pyscript_config(
         assert not config["_code"]
     # PyScript itself comes from /vendor too, never from a CDN.
     modules = Elements(response.text).find("script", type="module")
-    assert modules and all((m["src"] or "").startswith("/vendor/pyscript/") for m in modules)
+    ours = vendor_url(VENDOR, "pyscript/")
+    assert modules and all((m["src"] or "").startswith(ours) for m in modules)
     assert "https://" not in response.text.replace("https://shop.example", "")
     # Everything the page script fetches is preloaded under the very same URL.
     preloaded = {link["href"] for link in Elements(response.text).find("link", rel="preload")}
@@ -409,8 +420,8 @@ def test_config_files_are_served_immutable(client: TestClient) -> None:
                 assert plain.status_code == 200 and plain.headers["cache-control"] == "no-cache"
                 assert plain.content == made.data
                 continue
-            if url.startswith("/vendor/pyc/"):  # content-addressed: no version, no plain URL
-                assert response.content == (WEB / url.removeprefix("/")).read_bytes()
+            if url.startswith(vendor_url(VENDOR, "pyc/")):  # content-addressed: no ?v=
+                assert response.content == _vendor_file(url).read_bytes()
                 assert response.content[:4] == PYODIDE_PYC_MAGIC, url
                 continue
             source = WEB / url.removeprefix("/app/").partition("?")[0]
