@@ -33,7 +33,12 @@ Default CDN addresses: PyScript's core chunk and pyodide.mjs fall back to jsDeli
 (``https://cdn.jsdelivr.net/…``) when a page names no interpreter or package base. Coview pages
 always name ours, and the CSP would block the CDN anyway, but nothing we serve should point
 elsewhere: the build rewrites those defaults to ``/vendor/micropython/`` and ``/vendor/pyodide/``
-and refuses to build if any script still carries a CDN address (``LOCAL_BASES``).
+and refuses to build if any script still carries a CDN address (``LOCAL_BASES``). The same goes
+for the package hosts in the core chunk: the ``mip`` installer PyScript writes into MicroPython
+(its index ``micropython.org/pi/v2`` and ``raw.githubusercontent.com`` for ``github:`` names)
+and the "might not support" hint on Pyodide pages (``packages.pyscript.net``). Coview serves no
+package index, so a page asking for packages gets our 404 instead of a stranger's files; the
+hint points at the lock file listing the packages this Pyodide has.
 
 Every file of at least 1 KiB also gets ``<name>.gz`` (gzip level 9) and, when the ``brotli``
 package is importable, ``<name>.br`` (quality 11), each only when it is smaller than the original.
@@ -252,13 +257,19 @@ LOCAL_BASES = (
         b"/vendor/micropython/",
     ),
     (re.compile(rb"https://cdn\.jsdelivr\.net/pyodide/v\$\{[\w$]+\}/full/"), b"/vendor/pyodide/"),
+    (re.compile(rb"https://micropython\.org/pi/v2"), b"/vendor/micropython/pi/v2"),
+    (re.compile(rb"https://raw\.githubusercontent\.com/"), b"/vendor/micropython/github/"),
+    (re.compile(rb"https://packages\.pyscript\.net/\?q="), b"/vendor/pyodide/pyodide-lock.json#"),
 )
 #: In PyScript's core chunk, the Python run before a page's first script on the main thread:
 #: ``"mpy"===t?Ao.replace(bo,""):Ao``, PyScript's own package (minus a part only workers need
 #: on MicroPython). See the module doc.
 _PYSCRIPT_STDLIB = re.compile(rb'"mpy"===[\w$]+\?([\w$]+)\.replace\([\w$]+,""\):\1\b')
 #: Any CDN address left in a shipped script fails the build.
-_CDN = re.compile(rb"https?://(?:[\w.-]+\.)?(?:jsdelivr\.net|unpkg\.com|cdnjs\.\w+|esm\.sh)\b")
+_CDN = re.compile(
+    rb"https?://(?:[\w.-]+\.)?(?:jsdelivr\.net|unpkg\.com|cdnjs\.\w+|esm\.sh"
+    rb"|raw\.githubusercontent\.com|micropython\.org/pi|packages\.pyscript\.net)\b"
+)
 EDITOR_PREFIX = "codemirror"
 CSP_ENTRY = "pyscript/core-csp.js"
 CSP_ENTRY_JS = b"""\

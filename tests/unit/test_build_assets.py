@@ -34,9 +34,27 @@ def test_default_cdn_bases_become_our_vendor_paths():
     )
 
 
+def test_package_hosts_become_our_vendor_paths():
+    mip = (
+        b"_PACKAGE_INDEX=const('https://micropython.org/pi/v2')\n"
+        b"A='https://raw.githubusercontent.com/'+A[0]+'/'+B"
+    )
+    assert build_assets.localized("core.js", mip) == (
+        b"_PACKAGE_INDEX=const('/vendor/micropython/pi/v2')\n"
+        b"A='/vendor/micropython/github/'+A[0]+'/'+B"
+    )
+    hint = b"See: https://packages.pyscript.net/?q=${r}`"
+    assert build_assets.localized("core.js", hint) == (
+        b"See: /vendor/pyodide/pyodide-lock.json#${r}`"
+    )
+
+
 @pytest.mark.parametrize(
     "left",
     [
+        b"http://raw.githubusercontent.com/owner/repo/HEAD/x.py",
+        b"https://micropython.org/pi/v3/index.json",
+        b"https://packages.pyscript.net/",
         b"https://cdn.jsdelivr.net/npm/other@1/x.js",
         b"https://unpkg.com/pkg@2/index.js",
         b"http://cdnjs.cloudflare.com/ajax/libs/x.js",
