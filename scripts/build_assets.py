@@ -444,24 +444,14 @@ def compiled_stdlib(pyo: Path, cache: Path) -> Path | None:
     reads; cached under node_modules/ by the hashes of the zip, the interpreter and this
     recipe. ``None`` (ship the zip as npm has it) when node is missing or the compile fails.
     """
-    key = hashlib.sha256(
-        "\0".join(
-            [_sha256(pyo / "python_stdlib.zip"), _sha256(pyo / "pyodide.asm.wasm"), _COMPILE_PY]
-        ).encode()
-    ).hexdigest()[:24]
-    cached = cache / f"python_stdlib-{key}.zip"
-    if cached.is_file():
-        return cached
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{cached.name}.tmp"
-    script = _COMPILE_JS.replace("@PY@", json.dumps(_COMPILE_PY))
-    args = [str(pyo.resolve()) + os.sep, str(pyo / "python_stdlib.zip"), str(tmp)]
-    if not _under_node(script, args, [tmp], "shipping Pyodide's stdlib uncompiled"):
-        return None
-    for old in cache.glob("python_stdlib-*.zip"):
-        old.unlink()
-    os.replace(tmp, cached)
-    return cached
+    zip_path = pyo / "python_stdlib.zip"
+    return _made_by_node(
+        cache / "python_stdlib.zip",
+        [_sha256(zip_path), _sha256(pyo / "pyodide.asm.wasm"), _COMPILE_PY],
+        _COMPILE_JS.replace("@PY@", json.dumps(_COMPILE_PY)),
+        [str(pyo.resolve()) + os.sep, str(zip_path)],
+        "shipping Pyodide's stdlib uncompiled",
+    )
 
 
 def memory_snapshot(pyo: Path, stdlib: Path, cache: Path) -> Path | None:
@@ -473,16 +463,29 @@ def memory_snapshot(pyo: Path, stdlib: Path, cache: Path) -> Path | None:
     """
     parts = [_sha256(stdlib), _SNAPSHOT_JS]
     parts += [_sha256(pyo / n) for n in ("pyodide.mjs", "pyodide.asm.mjs", "pyodide.asm.wasm")]
-    key = hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24]
-    cached = cache / f"snapshot-{key}.bin"
+    return _made_by_node(
+        cache / "snapshot.bin",
+        parts,
+        _SNAPSHOT_JS,
+        [str(pyo.resolve()) + os.sep, str(stdlib)],
+        "no Pyodide snapshot (the usual start-up)",
+    )
+
+
+def _made_by_node(
+    name: Path, key_parts: list[str], script: str, args: list[str], fallback: str
+) -> Path | None:
+    """``<stem>-<key><suffix>`` beside ``name``: the output file a node job writes (its last
+    argument), made once per key; older keys' files are removed. ``None`` if the job failed."""
+    key = hashlib.sha256("\0".join(key_parts).encode()).hexdigest()[:24]
+    cached = name.with_name(f"{name.stem}-{key}{name.suffix}")
     if cached.is_file():
         return cached
-    cache.mkdir(parents=True, exist_ok=True)
-    tmp = cache / f".{cached.name}.tmp"
-    args = [str(pyo.resolve()) + os.sep, str(stdlib), str(tmp)]
-    if not _under_node(_SNAPSHOT_JS, args, [tmp], "no Pyodide snapshot (the usual start-up)"):
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cached.with_name(f".{cached.name}.tmp")
+    if not _under_node(script, [*args, str(tmp)], [tmp], fallback):
         return None
-    for old in cache.glob("snapshot-*.bin"):
+    for old in cached.parent.glob(f"{name.stem}-*{name.suffix}"):
         old.unlink()
     os.replace(tmp, cached)
     return cached
@@ -499,7 +502,7 @@ def app_bytecode(web: Path, pyo: Path, cache: Path) -> dict[str, Path | bytes]:
     from, and ``.py`` for a file edited since the last build. Compiled ones are cached under
     node_modules/. Empty when node is missing or the compile fails (pages get ``.py``).
     """
-    interpreter = _sha256(pyo / "pyodide.asm.wasm") + _sha256(pyo / "python_stdlib.zip")
+    interpreter = _sha256(pyo / "pyodide.asm.wasm")  # its Python version: the bytecode's
     sources: dict[str, tuple[Path, str]] = {}  # key -> (source, path in the page's file system)
     index: dict[str, dict[str, str]] = {}
     for package in APP_DIRS:

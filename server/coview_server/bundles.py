@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -31,21 +32,24 @@ from .static import IMMUTABLE, NO_CACHE, VERSION_LEN, compiled_mpy, stat_key
 __all__ = ["BUNDLE_PATH", "UNBUNDLE", "Bundle", "bundle", "page_module", "response"]
 
 #: The inline script of a bundled page; ``{bundle}`` and ``{module}`` are filled in. Only
-#: names MicroPython has (no pathlib, no os.makedirs); directories may exist already.
+#: names MicroPython has (no pathlib, no os.makedirs); directories may exist already. A
+#: function, so that nothing of it stays in the page's globals.
 UNBUNDLE = """\
-import json as _json, os as _os
-with open("{bundle}", "rb") as _f:
-    for _name, _size in _json.loads(_f.readline().decode()):
-        _parts = _name.split("/")
-        for _i in range(1, len(_parts)):
-            try:
-                _os.mkdir("/".join(_parts[:_i]))
-            except OSError:
-                pass
-        with open(_name, "wb") as _out:
-            _out.write(_f.read(_size))
-_os.remove("{bundle}")
-del _json, _os, _f, _name, _size, _parts, _i, _out
+def _unbundle(path):
+    import json, os
+    with open(path, "rb") as f:
+        for name, size in json.loads(f.readline().decode()):
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                try:
+                    os.mkdir("/".join(parts[:i]))
+                except OSError:
+                    pass
+            with open(name, "wb") as out:
+                out.write(f.read(size))
+    os.remove(path)
+_unbundle("{bundle}")
+del _unbundle
 import {module}
 """
 #: Where PyScript writes the bundle in the page's file system (the ``files`` config).
@@ -66,40 +70,34 @@ class Bundle:
         return f"/app/bundle/{page}.bundle?v={self.version}"
 
 
-_cache: dict[tuple[object, ...], Bundle | None] = {}
-_lock = threading.Lock()
-
-
 def bundle(settings: Settings, page: str, modules: list[str]) -> Bundle | None:
     """The bundle of ``web/pages/<page>.py`` and ``modules`` (paths under web/, ``.py``), or
     ``None`` when one of them cannot be compiled (no mpy-cross, a syntax error, a missing
     file). Cached per version of every file in it."""
     web = settings.web_root
-    sources = [*modules, f"pages/{page}.py"]
-    keys = tuple(stat_key(str(web / rel)) for rel in sources)
-    if any(k is None for k in keys):
+    sources = (*modules, f"pages/{page}.py")
+    versions = tuple(stat_key(str(web / rel)) for rel in sources)
+    if any(v is None for v in versions):
         return None
-    with _lock:
-        if keys in _cache:
-            return _cache[keys]
-    made: Bundle | None = None
+    return _bundle(str(web), page, sources, versions)
+
+
+@lru_cache(maxsize=16)
+def _bundle(
+    web: str, page: str, sources: tuple[str, ...], versions: tuple[object, ...]
+) -> Bundle | None:
+    _ = versions  # part of the cache key: an edited file makes another bundle
     index: list[list[object]] = []
     parts: list[bytes] = []
     for rel in sources:
-        data = compiled_mpy(web / rel)
+        data = compiled_mpy(Path(web) / rel)
         if data is None:
-            break
+            return None
         name = f"{page_module(page)}.mpy" if rel.startswith("pages/") else rel[:-3] + ".mpy"
         index.append([name, len(data)])
         parts.append(data)
-    else:
-        body = json.dumps(index, separators=(",", ":")).encode() + b"\n" + b"".join(parts)
-        made = Bundle(body, hashlib.sha256(body).hexdigest()[:VERSION_LEN])
-    with _lock:
-        if len(_cache) > 64:  # old versions of edited files: never asked for again
-            _cache.clear()
-        _cache[keys] = made
-    return made
+    body = json.dumps(index, separators=(",", ":")).encode() + b"\n" + b"".join(parts)
+    return Bundle(body, hashlib.sha256(body).hexdigest()[:VERSION_LEN])
 
 
 def response(made: Bundle | None, request: Request) -> Response:

@@ -8,7 +8,6 @@ manifest.
 from __future__ import annotations
 
 import ast
-import hashlib
 import json
 import os
 import secrets
@@ -118,8 +117,8 @@ def bytecode_url(settings: Settings, rel: str) -> str | None:
     from the source as it is now (``None`` when it was not made or the file changed since;
     see ``app_bytecode`` in scripts/build_assets.py)."""
     entry = _bytecode_index(str(settings.vendor_root / "pyc" / "index.json")).get(rel)
-    source = settings.web_root / rel
-    if entry is None or entry.get("sha256") != _file_sha256(source):
+    version = asset_version(settings.web_root / rel)  # a prefix of the source's sha256
+    if entry is None or version is None or not entry.get("sha256", "").startswith(version):
         return None
     if not (settings.vendor_root / entry["pyc"]).is_file():
         return None
@@ -129,21 +128,6 @@ def bytecode_url(settings: Settings, rel: str) -> str | None:
 def _bytecode_index(path: str) -> dict[str, dict[str, str]]:
     index: dict[str, dict[str, str]] = _build_json(path)
     return index
-
-
-def _file_sha256(path: Path) -> str | None:
-    try:
-        st = path.stat()
-    except OSError:
-        return None
-    return _sha256_of(str(path), st.st_mtime_ns, st.st_size)
-
-
-@lru_cache(maxsize=256)
-def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
-    _ = (mtime_ns, size)  # part of the cache key: an edited file is hashed again
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def page_modules(web: Path, page: str) -> list[str]:
@@ -212,9 +196,10 @@ def _app_files(
         ]
     else:
         rels = page_modules(web, page)
-    made = page_bundle(settings, page) if interpreter == "mpy" and page is not None else None
-    if made is not None:
-        return {made.url(page or ""): bundles.BUNDLE_PATH}
+    if interpreter == "mpy" and page is not None:
+        made = page_bundle(settings, page)
+        if made is not None:
+            return {made.url(page): bundles.BUNDLE_PATH}
     files: dict[str, str] = {}
     for rel in rels:
         source = web / rel

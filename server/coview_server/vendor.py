@@ -24,7 +24,7 @@ from pathlib import Path
 
 from starlette.types import Receive, Scope, Send
 
-from .static import Assets, stat_key
+from .static import Assets, route_path, stat_key
 
 __all__ = ["VendorAssets", "build_id", "vendor_url"]
 
@@ -66,12 +66,10 @@ class VendorAssets:
         if scope["type"] != "http":
             await self.revalidated(scope, receive, send)
             return
-        root_path: str = scope.get("root_path", "")
-        rest = scope["path"][len(root_path) :] if scope["path"].startswith(root_path) else ""
-        first, _, below = rest.lstrip("/").partition("/")
+        first, _, below = route_path(scope).lstrip("/").partition("/")
         if not _BUILD.fullmatch(first) or not below:
             await self.revalidated(scope, receive, send)
             return
-        inner = dict(scope, root_path=f"{root_path}/{first}")
+        inner = dict(scope, root_path=f"{scope.get('root_path', '')}/{first}")
         app = self.current if first == build_id(self.root) else self.revalidated
         await app(inner, receive, send)

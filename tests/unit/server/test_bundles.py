@@ -51,3 +51,18 @@ def test_bundles_are_served_immutable_under_their_version(client: TestClient) ->
     assert client.get("/app/bundle/console.bundle").status_code == 404
     assert client.get("/app/bundle/nothing.bundle").status_code == 404
     assert client.get("/app/bundle/..%2Fsecret.bundle").status_code == 404
+
+
+def test_a_bundle_of_the_page_alone_unpacks_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page that imports none of our modules: one file, no directory to make."""
+    page = b"SEEN = 1\n"
+    (tmp_path / "coview.bundle").write_bytes(b'[["coview_page_q.py", 9]]\n' + page)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    scope: dict[str, Any] = {}
+    exec(bundles.UNBUNDLE.format(bundle="coview.bundle", module="coview_page_q"), scope)
+    assert scope["coview_page_q"].SEEN == 1
+    assert {k for k in scope if not k.startswith("__")} == {"coview_page_q"}
+    monkeypatch.delitem(sys.modules, "coview_page_q", raising=False)
