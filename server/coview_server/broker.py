@@ -494,9 +494,12 @@ class Broker(_Lifecycle, abc.ABC):
                 if left <= 0:
                     return None
                 expires_in = await self._expires_in(resource)
-                wait = left if expires_in is None else min(left, expires_in)
+                if expires_in is None:
+                    # It ran out since the try (a dead holder's lease expires silently: no
+                    # release message would ever wake this wait): try again now.
+                    continue
                 with contextlib.suppress(TimeoutError):
-                    await freed.get(max(wait, 0.001))
+                    await freed.get(max(min(left, expires_in), 0.001))
 
     def _held(self, resource: str, value: str, ttl_s: float) -> Lease:
         lease = Lease(self, resource, value, ttl_s)

@@ -246,6 +246,41 @@ async def test_the_lease_of_a_dead_holder_is_taken_over_after_its_ttl(
     assert await b.lease_owner("r") == b.node_id
 
 
+async def _expire(broker: Broker, resource: str) -> None:
+    """The lease on ``resource`` runs out now, as a dead holder's does: no release message."""
+    if isinstance(broker, InProcessBroker):
+        broker.bus.leases.pop(resource)
+    else:
+        assert isinstance(broker, RedisBroker)
+        await broker._cmd.delete(broker._lease_key(resource))
+
+
+async def test_a_lease_that_runs_out_between_a_try_and_the_wait_is_taken_at_once(
+    make_broker: MakeBroker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seen in a cluster failover: the dead leader's lease expired between the survivor's try
+    and its look at the time left, and the survivor slept for its whole wait."""
+    a, b = await make_broker(), await make_broker()
+    assert await a.acquire("r", ttl_s=60) is not None
+    real_try = b._try_acquire
+    tries: list[bool] = []
+
+    async def try_then_expire(resource: str, value: str, ttl_s: float) -> bool:
+        got = await real_try(resource, value, ttl_s)
+        tries.append(got)
+        if not got and len(tries) == 1:
+            await _expire(a, resource)
+        return got
+
+    monkeypatch.setattr(b, "_try_acquire", try_then_expire)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    taken = await b.acquire("r", ttl_s=60, wait_s=30)
+    assert taken is not None and taken.held
+    assert tries == [False, True]
+    assert loop.time() - started < 5  # not the 30 s wait
+
+
 async def test_close_releases_leases(make_broker: MakeBroker) -> None:
     a, b = await make_broker(), await make_broker()
     assert await a.acquire("r", ttl_s=60) is not None
