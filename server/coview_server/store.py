@@ -24,6 +24,8 @@ SQLite specifics, all set up in :meth:`Store.open`:
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import os
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -269,6 +271,40 @@ def _migrate_sync(conn: Connection) -> None:
         _raw_sqlite(conn, "PRAGMA foreign_keys=ON")
 
 
+def _sqlite_file(engine: AsyncEngine) -> str | None:
+    """The path of the engine's SQLite file; None for PostgreSQL and in-memory databases."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or not db or _is_memory_sqlite(db) or db.startswith("file:"):
+        return None
+    return os.path.expanduser(db)
+
+
+@asynccontextmanager
+async def _first_start_lock(db: str | None) -> AsyncIterator[None]:
+    """Processes opening one SQLite file take turns to switch it to WAL and migrate it.
+
+    When several open a new file together, SQLite can answer ``database is locked`` at
+    once, without waiting its busy timeout: each holds a lock the others need, so it
+    counts waiting as a deadlock (1 in 10 first starts of three processes failed so). A
+    ``flock`` on ``<file>.lock`` beside it orders them; SQLite's own locks on the file
+    itself are POSIX locks, which an extra descriptor of that file would release.
+    """
+    if db is None:
+        yield
+        return
+    fd = os.open(db + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        while True:  # not a blocking flock in a thread: a cancelled start must not hang
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                await asyncio.sleep(0.02)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
 async def migrate(engine: AsyncEngine) -> None:
     """Bring the schema to the newest revision; a no-op when it already is."""
     async with engine.connect() as conn:
@@ -291,7 +327,8 @@ class Store:
     async def open(cls, url: str) -> Store:
         engine = _create_engine(url)
         try:
-            await migrate(engine)
+            async with _first_start_lock(_sqlite_file(engine)):
+                await migrate(engine)
         except BaseException:
             await engine.dispose()
             raise
