@@ -135,10 +135,40 @@ def page_modules(web: Path, page: str) -> list[str]:
     ``package/module`` (packages' ``__init__`` included), sorted.
 
     Read from the sources' import statements (``ast``; every ``import``/``from … import`` of
-    our packages, wherever it stands), so a page only gets the files it can use.
+    our packages, wherever it stands), so a page only gets the files it can use. The walk
+    is remembered until a file it read or a directory it looked in changes: a render asks
+    six times, and each walk tried ~500 candidate paths (10 ms of every popup render).
     """
+    entry = web / "pages" / f"{page}.py"
+    memo = _walks.get((str(web), page))
+    if memo is not None and memo[0] == _walk_key(web, entry, memo[1]):
+        return list(memo[1])
+    found = _walk_imports(web, entry)
+    _walks[(str(web), page)] = (_walk_key(web, entry, found), tuple(found))
+    return found
+
+
+_walks: dict[tuple[str, str], tuple[tuple[object, ...], tuple[str, ...]]] = {}
+
+
+def _walk_key(web: Path, entry: Path, rels: tuple[str, ...] | list[str]) -> tuple[object, ...]:
+    """What a walk's result depends on: the version of every file it read, and the mtime of
+    every directory it looked in (adding or removing a module there changes it)."""
+    files = [str(entry), *(str(web / rel) for rel in rels)]
+    dirs = {str(web / package) for package in APP_PACKAGES} | {os.path.dirname(f) for f in files}
+    return (*(stat_key(f) for f in files), *((d, _mtime_ns(d)) for d in sorted(dirs)))
+
+
+def _mtime_ns(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _walk_imports(web: Path, entry: Path) -> list[str]:
     seen: set[str] = set()
-    todo = [web / "pages" / f"{page}.py"]
+    todo = [entry]
     while todo:
         path = todo.pop()
         key = stat_key(str(path))

@@ -18,11 +18,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from coview import protocol as P, share as S
 from coview.liveness import DEAD, PING, Liveness
 
-from .hub import Conn, HubError, HubFront, new_resume
+from .hub import Conn, HubError, HubFront
 from .limits import AddressGate, fit_frame
 from .security import check_origin
 from .settings import Settings
-from .store import ShareRow, Store
+from .store import ShareRow, Store, StoreError
 from .tokens import new_token, token_hash
 
 log = logging.getLogger("coview.signaling")
@@ -162,20 +162,19 @@ async def _handshake(websocket: WebSocket, store: Store, settings: Settings) -> 
         info["visitor"] = visitor.id
     else:
         resume = msg.get("resume")
+        info["resume"] = fresh = new_token()
         if resume:
-            fresh = new_token()
             row = await _resume_share(store, resume, fresh)
             conn.resumed = True
             info["resumed"] = True
-            info["resume"] = fresh
+            asker = await store.get_user(row.requested_by)
+            asker_name = asker.display_name if asker is not None else None
         else:
-            row = await _claim_share(store, msg.get("token"))
-            info["resume"] = await new_resume(store, row.id)
+            row, asker_name = await _claim_share(store, msg.get("token"), fresh)
         conn.share_id = row.id
         info["share"] = row.id
         info["conversation"] = row.conversation_id
-        asker = await store.get_user(row.requested_by)
-        info["agent_name"] = asker.display_name if asker is not None else "Support"
+        info["agent_name"] = asker_name or "Support"
     info["ice_transport_policy"] = settings.ice_transport_policy
     await _send(
         websocket,
@@ -191,16 +190,27 @@ async def _handshake(websocket: WebSocket, store: Store, settings: Settings) -> 
     return conn
 
 
-async def _claim_share(store: Store, token: str | None) -> ShareRow:
-    """Spend a popup token: valid once, before its expiry, for a share still running.
+async def _claim_share(store: Store, token: str | None, resume: str) -> tuple[ShareRow, str | None]:
+    """Spend a popup token: valid once, before its expiry, for a share still running; the
+    window's first resume credential (``resume``) is stored with it, in one transaction.
+    Returns the share and the requester's name.
 
     Decided on the stored row, which the hub keeps current, so any process of a
     deployment can admit the window (``coview_server.cluster``)."""
     if not token:
         raise Refused(P.UNAUTHORIZED, "this link has no share token")
-    row = await store.share_by_token_hash(token_hash(token))
-    if row is None:
+    try:
+        claimed = await store.claim_share_token(token_hash(token), token_hash(resume), _admit)
+    except StoreError as exc:  # a concurrent claim won the race
+        if exc.code != "used":
+            raise
+        raise Refused(P.USED, "this share link has already been used") from None
+    if claimed is None:
         raise Refused(P.UNAUTHORIZED, "this share link is not valid")
+    return claimed
+
+
+def _admit(row: ShareRow) -> None:
     if row.ended_at is not None or row.state == S.ENDED:
         raise Refused(P.ENDED, "this screen share has already ended")
     if row.token_used:
@@ -209,9 +219,6 @@ async def _claim_share(store: Store, token: str | None) -> ShareRow:
         raise Refused(P.EXPIRED, "this share link has expired")
     if row.state not in (S.REQUESTED, S.ACCEPTED):
         raise Refused(P.USED, "this share link has already been used")
-    if not await store.spend_share_token(row.id):  # a concurrent claim won the race
-        raise Refused(P.USED, "this share link has already been used")
-    return row
 
 
 async def _resume_share(store: Store, credential: str, fresh: str) -> ShareRow:

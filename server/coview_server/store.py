@@ -28,7 +28,7 @@ import fcntl
 import os
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -1035,21 +1035,33 @@ class Store:
         except IntegrityError:
             raise StoreError("conflict", "duplicate token") from None
 
-    async def spend_share_token(self, share_id: str) -> bool:
-        """Mark the share's popup token used; True for exactly one caller.
+    async def claim_share_token(
+        self, popup_hash: str, resume_hash: str, admit: Callable[[ShareRow], None]
+    ) -> tuple[ShareRow, str | None] | None:
+        """A share window's handshake in one transaction (it made four round trips to the
+        database, ~20 ms of every popup's start): find the share by its popup token, let
+        ``admit`` refuse it (by raising; nothing is written then), spend the token with a
+        compare-and-set in one UPDATE and store the window's first resume credential.
 
-        A compare-and-set in one UPDATE, so two claims racing on two processes (or two
-        connections to PostgreSQL) cannot both spend it; reading ``token_used`` first and
-        writing it later would let both through.
+        Returns the share and its requester's display name; ``None`` if no share has this
+        token. Raises ``StoreError("used")`` when a concurrent claim spent it first.
         """
         async with self._tx() as s:
+            share = await s.scalar(select(Share).where(Share.token_hash == popup_hash))
+            if share is None:
+                return None
+            admit(ShareRow.of(share))
             result = await s.execute(
                 update(Share)
-                .where(Share.id == share_id, Share.token_used.is_(False))
-                .values(token_used=True)
+                .where(Share.id == share.id, Share.token_used.is_(False))
+                .values(token_used=True, resume_hash=resume_hash)
                 .execution_options(synchronize_session=False)
             )
-            return _rowcount(result) == 1
+            if _rowcount(result) != 1:
+                raise StoreError("used", "the token was spent by another claim")
+            await s.refresh(share)
+            asker = await s.get(User, share.requested_by)
+            return ShareRow.of(share), None if asker is None else asker.display_name
 
     async def open_shares(self) -> list[ShareRow]:
         """Shares not yet ended; the server uses this at startup to clean up

@@ -305,9 +305,9 @@ async def test_the_right_key_opens_the_same_popup_as_a_chat_share(
 
     # The popup spends its token exactly as a chat visitor's does, once.
     token = match.group(2)
-    assert (await signaling._claim_share(world.store, token)).id == share
+    assert (await signaling._claim_share(world.store, token, "resume"))[0].id == share
     with pytest.raises(signaling.Refused) as again:
-        await signaling._claim_share(world.store, token)
+        await signaling._claim_share(world.store, token, "resume")
     assert again.value.code == P.USED
     sharer = await world.sharer(share)
     await world.send(a, "share_watch", share=share)

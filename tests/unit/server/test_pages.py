@@ -484,6 +484,39 @@ def test_page_modules_follow_imports(tmp_path: Path) -> None:
     assert pages.page_modules(tmp_path, "missing") == []
 
 
+def test_page_modules_walk_is_remembered_until_the_tree_changes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _tree(
+        tmp_path,
+        {
+            "pages/p.py": "from coview import a\n",
+            "coview/__init__.py": "",
+            "coview/a.py": "from coview import later\n",  # not on disk yet
+            "coview/b.py": "",
+        },
+    )
+    walks: list[Path] = []
+    walk = pages._walk_imports
+    monkeypatch.setattr(pages, "_walk_imports", lambda web, e: walks.append(e) or walk(web, e))
+    first = pages.page_modules(tmp_path, "p")
+    assert first == ["coview/__init__.py", "coview/a.py"]
+    assert pages.page_modules(tmp_path, "p") == first
+    assert len(walks) == 1  # the second render asked nothing of the disk but stats
+
+    # A module appears for an import that named nothing: its directory changed.
+    (tmp_path / "coview/later.py").write_text("")
+    assert pages.page_modules(tmp_path, "p") == [*first, "coview/later.py"]
+    assert len(walks) == 2
+
+    # An edited file's new import is followed, though no directory changed.
+    mtime = (tmp_path / "coview").stat().st_mtime_ns
+    (tmp_path / "coview/a.py").write_text("from coview import later, b\n")
+    assert (tmp_path / "coview").stat().st_mtime_ns == mtime
+    assert pages.page_modules(tmp_path, "p") == [*first, "coview/b.py", "coview/later.py"]
+    assert len(walks) == 3
+
+
 def test_pyscript_config_follows_files_on_disk(tmp_path: Path) -> None:
     _tree(
         tmp_path,

@@ -13,7 +13,7 @@ from sqlalchemy import Connection, inspect, text
 from coview_server.bootstrap import ensure_admin
 from coview_server.migrations import alembic_config
 from coview_server.models import Base
-from coview_server.store import AuthError, Store, StoreError, database_url
+from coview_server.store import AuthError, ShareRow, Store, StoreError, database_url
 from coview_server.tokens import new_token, token_hash
 
 pytestmark = pytest.mark.anyio
@@ -558,6 +558,35 @@ async def test_share_lifecycle(store: Store) -> None:
     assert await store.open_shares() == []
 
 
+async def test_claim_share_token_spends_once_and_stores_the_resume(store: Store) -> None:
+    agent = await _agent(store)
+    visitor, _ = await store.create_visitor()
+    conv = await store.open_conversation(visitor.id)
+    h = token_hash("popup-token")
+    share = await store.create_share(conv.id, agent, h, T0 + 120, "requested", now=T0)
+    seen: list[ShareRow] = []
+
+    def refuse(row: ShareRow) -> None:
+        seen.append(row)
+        raise RuntimeError("refused")
+
+    with pytest.raises(RuntimeError):  # the admission check refuses: nothing is written
+        await store.claim_share_token(h, "resume-1", refuse)
+    assert seen == [share] and await store.get_share(share.id) == share
+    assert await store.claim_share_token(token_hash("other"), "r", refuse) is None
+    assert len(seen) == 1  # no row, no admission check
+
+    claimed = await store.claim_share_token(h, "resume-1", seen.append)
+    assert claimed is not None
+    row, asker = claimed
+    assert asker == "Agent" and row == await store.get_share(share.id)
+    assert (row.token_used, row.resume_hash, row.state) == (True, "resume-1", "requested")
+    with pytest.raises(StoreError) as again:  # the check let a spent token through
+        await store.claim_share_token(h, "resume-2", seen.append)
+    assert again.value.code == "used"
+    assert (await store.get_share(share.id)) == row  # the first window's resume stands
+
+
 async def test_update_share_rejects_unknown_and_identity_fields(store: Store) -> None:
     agent = await _agent(store)
     visitor, _ = await store.create_visitor()
@@ -595,16 +624,19 @@ async def test_concurrent_token_claims_have_one_winner(db_url: str) -> None:
         agent = await _agent(a)
         visitor, _ = await a.create_visitor()
         conv = await a.open_conversation(visitor.id)
-        for _ in range(5):
+        for i in range(5):
             share = await a.create_share(conv.id, agent, token_hash(new_token()), None, "req")
             results = await asyncio.gather(
-                a.spend_share_token(share.id), b.spend_share_token(share.id)
+                a.claim_share_token(share.token_hash, f"a{i}", lambda row: None),
+                b.claim_share_token(share.token_hash, f"b{i}", lambda row: None),
+                return_exceptions=True,
             )
-            assert sorted(results) == [False, True]
-            assert await a.spend_share_token(share.id) is False
+            won = [r for r in results if isinstance(r, tuple)]
+            lost = [r for r in results if isinstance(r, StoreError) and r.code == "used"]
+            assert len(won) == 1 and len(lost) == 1, results
             row = await b.get_share(share.id)
             assert row is not None and row.token_used
-        assert await a.spend_share_token("no-such-share") is False
+            assert row.resume_hash == won[0][0].resume_hash in (f"a{i}", f"b{i}")
     finally:
         await a.close()
         await b.close()
