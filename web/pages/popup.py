@@ -5,7 +5,6 @@ import js
 from coview import protocol as P
 from coview_web import dom, ffi, media
 from coview_web.channel import Channel
-from coview_web.peer import Peer
 
 status = dom.by_id("status")
 explain = dom.by_id("explain")
@@ -88,7 +87,17 @@ def end(text):
     dom.text(status, text + " You can close this window.")
 
 
+def _load_peer():
+    """The peer connection code is the page's largest import (asyncio, the negotiation), and
+    nothing needs it before a share starts: it is loaded once the button is usable (12 ms
+    less to interactive, bench/README.md)."""
+    from coview_web.peer import Peer
+
+    return Peer
+
+
 def start_peer(msg):
+    Peer = _load_peer()
     ice = msg.get("ice_servers") or state["ice"]
     pc_id = msg["pc"]
     peer = Peer(
@@ -128,6 +137,7 @@ def on_message(msg):
             return
         dom.text(status, "Ready when you are.")
         dom.enable(share_button, True)
+        ffi.set_timeout(_load_peer, 0)
     elif mtype == "peer":
         if state["stream"] is not None:
             start_peer(msg)
