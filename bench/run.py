@@ -40,6 +40,11 @@ from tests.e2e.conftest import (  # noqa: E402
 )
 
 RESULTS = BENCH / "results"
+# The popup and its baselines: ours, the plain-JS page (the ratio's denominator), and the
+# PyScript floor (bench/baseline/popup-mpy.html: PyScript's MicroPython doing only the
+# handshake, the time before any Coview code can matter).
+POPUP_PAGES = {"py": "/popup", "js": "/bench/popup.html", "floor": "/bench/popup-mpy.html"}
+POPUP_VARIANTS = tuple(POPUP_PAGES)
 PROBE = (BENCH / "probe.js").read_text(encoding="utf-8")
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 
@@ -268,8 +273,7 @@ class Flow:
 
     def popup_url(self, invite: str, variant: str) -> str:
         path, _, fragment = invite.partition("#")
-        base = "/popup" if variant == "py" else "/bench/popup.html"
-        return f"{self.server.url}{base}#{fragment}"
+        return f"{self.server.url}{POPUP_PAGES[variant]}#{fragment}"
 
 
 # --- measurements -----------------------------------------------------------------------
@@ -327,14 +331,21 @@ def load_popup(flow: Flow, ctx: Any, variant: str, kind: str) -> tuple[Any, floa
     return page, ms, details
 
 
+def rotated(variants: tuple[str, ...], i: int) -> tuple[str, ...]:
+    """Run ``i``'s order: each variant goes first, middle and last equally often, so none
+    always follows the same neighbour (a page load leaves work behind in the browser)."""
+    k = i % len(variants)
+    return variants[k:] + variants[:k]
+
+
 def popup_loads(
     flow: Flow, pw: Any, runs: int, tmp: Path, log: Callable[[str], None]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {
-        v: {"cold": [], "warm": [], "cold_details": [], "warm_details": []} for v in ("py", "js")
+        v: {"cold": [], "warm": [], "cold_details": [], "warm_details": []} for v in POPUP_VARIANTS
     }
     for i in range(runs):
-        for variant in ("py", "js") if i % 2 == 0 else ("js", "py"):
+        for variant in rotated(POPUP_VARIANTS, i):
             ctx = flow.new_context()
             try:
                 page, ms, details = load_popup(flow, ctx, variant, "cold")
@@ -345,12 +356,12 @@ def popup_loads(
             out[variant]["cold_details"].append(details)
             log(f"  popup {variant} cold #{i + 1}: {ms:.0f} ms, {details['requests']} requests")
     with persistent(pw, tmp / "warm-popup-profile", flow) as ctx:
-        for variant in ("py", "js"):  # fill the HTTP cache
+        for variant in POPUP_VARIANTS:  # fill the HTTP cache
             page, ms, details = load_popup(flow, ctx, variant, "priming")
             flow.end(page)
             out[variant]["priming"] = {"ms": ms, **details}
         for i in range(runs):
-            for variant in ("py", "js") if i % 2 == 0 else ("js", "py"):
+            for variant in rotated(POPUP_VARIANTS, i):
                 page, ms, details = load_popup(flow, ctx, variant, "warm")
                 flow.end(page)
                 out[variant]["warm"].append(ms)
@@ -502,6 +513,20 @@ def report(results: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                     f"≤ {BUDGETS[key]:.0f} ms {verdict(py, BUDGETS[key])}",
                 )
             )
+        for kind in ("cold", "warm"):
+            if "floor" not in pop:
+                continue
+            floor, js = median(pop["floor"][kind]), median(pop["js"][kind])
+            summary[f"popup_{kind}_floor_ms"] = floor
+            rows.append(
+                (
+                    f"  PyScript floor {kind} (no Coview code)",
+                    fmt(floor),
+                    fmt(js),
+                    fmt(floor / js if floor and js else None, "x"),
+                    "reference",
+                )
+            )
     c2f = results.get("c2f")
     if c2f:
         py, js = median(c2f["py"]), median(c2f["js"])
@@ -594,8 +619,10 @@ def detail_lines(results: dict[str, Any]) -> list[str]:
             )
     pop = results.get("popup")
     if pop:
-        for variant, label in (("py", "popup mpy"), ("js", "popup js")):
+        for variant, label in (("py", "popup mpy"), ("floor", "floor mpy"), ("js", "popup js")):
             for kind in ("cold", "warm"):
+                if variant not in pop:
+                    continue
                 out += describe(f"{label} {kind}", pop[variant][f"{kind}_details"])
     con = results.get("console")
     if con:

@@ -9,6 +9,8 @@ addition: requests under ``/bench/`` are answered from ``bench/baseline/`` by Co
 ``Assets`` app, behind the same ``SecurityHeaders`` middleware (so the plain-JS baseline
 pages run under the same CSP as ours).  Everything else, WebSockets and the lifespan
 included, goes to the unmodified Coview app, so the baseline talks to the same ``/ws``.
+``/bench/popup-mpy.html`` is the PyScript floor: ``baseline/popup-mpy.html`` rendered with
+the popup's own PyScript head and runtime config, minus our files (see that page).
 It also keeps a log of every HTTP answer (path, status, content coding), which the bench
 reads at ``/_bench/log?since=N`` to count requests and 304 revalidations per page load.
 """
@@ -21,9 +23,12 @@ import json
 from pathlib import Path
 
 import uvicorn
+from jinja2 import ChoiceLoader, FileSystemLoader
+from starlette.responses import HTMLResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from coview.protocol import MAX_MESSAGE_BYTES
+from coview_server import pages
 from coview_server.app import create_app
 from coview_server.security import SecurityHeaders
 from coview_server.settings import Settings
@@ -31,15 +36,17 @@ from coview_server.static import Assets
 
 BASELINE = Path(__file__).resolve().parent / "baseline"
 PREFIX = "/bench"
+FLOOR_PATH = PREFIX + "/popup-mpy.html"
 LOG_PATH = "/_bench/log"  # what the server answered: [[path, status, content-encoding], ...]
 
 
 class WithBench:
     """ASGI dispatcher: ``/bench/...`` to the baseline files, the rest to Coview."""
 
-    def __init__(self, coview: object, latency_ms: float = 0.0) -> None:
+    def __init__(self, coview: object, settings: Settings, latency_ms: float = 0.0) -> None:
         self.coview = coview
         self.bench = SecurityHeaders(Assets(BASELINE, immutable=False))
+        self.floor = SecurityHeaders(FloorPage(settings))
         self.log: list[tuple[str, int, str]] = []
         self.latency_s = latency_ms / 1000.0
 
@@ -63,7 +70,9 @@ class WithBench:
                 self.log.append((path, int(message["status"]), coding))
             await send(message)
 
-        if path.startswith(PREFIX + "/"):
+        if path == FLOOR_PATH:
+            await self.floor(scope, receive, logged)
+        elif path.startswith(PREFIX + "/"):
             scope = dict(scope, root_path=scope.get("root_path", "") + PREFIX)
             await self.bench(scope, receive, logged)
         else:
@@ -88,6 +97,28 @@ class WithBench:
         await send({"type": "http.response.body", "body": body})
 
 
+class FloorPage:
+    """``baseline/popup-mpy.html`` with the popup's PyScript head and interpreter (the same
+    URLs, preloads and cache lifetimes as ``/popup``), but no file of ours in its config."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        templates = str(settings.web_root / "templates")
+        self.env = pages._env(templates).overlay(
+            loader=ChoiceLoader([FileSystemLoader(str(BASELINE)), FileSystemLoader(templates)])
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = self.settings
+        config = json.loads(pages.pyscript_config(settings, "mpy", "popup"))
+        config["files"] = {}
+        head = pages.pyscript_head(settings, "mpy", "popup")
+        head["preload_fetch"] = [f for f in head["preload_fetch"] if f[1] != "low"]  # ours
+        html = self.env.get_template("popup-mpy.html").render(config=json.dumps(config), head=head)
+        response = HTMLResponse(html, headers={"Cache-Control": "no-store"})  # as /popup
+        await response(scope, receive, send)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
@@ -99,7 +130,7 @@ def main() -> None:
         None, {"host": "127.0.0.1", "port": args.port, "log_level": args.log_level}
     )
     uvicorn.run(
-        WithBench(create_app(settings), args.latency),
+        WithBench(create_app(settings), settings, args.latency),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
