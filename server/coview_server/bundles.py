@@ -17,9 +17,10 @@ of the runtime's release there is no bundle and pages get their files one by one
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from .settings import Settings
-from .static import IMMUTABLE, NO_CACHE, VERSION_LEN, compiled_mpy, stat_key
+from .static import IMMUTABLE, NO_CACHE, VERSION_LEN, accepted_codings, compiled_mpy, stat_key
 
 __all__ = ["BUNDLE_PATH", "UNBUNDLE", "Bundle", "bundle", "page_module", "response"]
 
@@ -65,6 +66,8 @@ def page_module(page: str) -> str:
 class Bundle:
     data: bytes
     version: str  # the ?v= of its URL: a hash of data
+    #: ``data`` in each content coding it is offered in, made once with the bundle.
+    encoded: dict[str, bytes] = field(default_factory=dict)
 
     def url(self, page: str) -> str:
         return f"/app/bundle/{page}.bundle?v={self.version}"
@@ -97,7 +100,14 @@ def _bundle(
         index.append([name, len(data)])
         parts.append(data)
     body = json.dumps(index, separators=(",", ":")).encode() + b"\n" + b"".join(parts)
-    return Bundle(body, hashlib.sha256(body).hexdigest()[:VERSION_LEN])
+    return Bundle(body, hashlib.sha256(body).hexdigest()[:VERSION_LEN], _encodings(body))
+
+
+def _encodings(body: bytes) -> dict[str, bytes]:
+    """The bundle gzipped (28 → 16.5 KB for the popup, in 1 ms). Bytecode compresses less than
+    text: brotli took 4 ms for 16.4 KB at quality 5 and 85 ms for 14.9 KB at 11, on the first
+    render after a start or an edit, so it is not offered."""
+    return {"gzip": gzip.compress(body, 9, mtime=0)}
 
 
 def response(made: Bundle | None, request: Request) -> Response:
@@ -106,8 +116,20 @@ def response(made: Bundle | None, request: Request) -> Response:
     if made is None:
         return Response("Not Found", status_code=404, media_type="text/plain")
     fresh = request.query_params.get("v") == made.version
-    etag = f'"b-{made.version}"'
-    headers = {"Cache-Control": (IMMUTABLE if fresh else NO_CACHE).decode(), "ETag": etag}
+    codings = accepted_codings(request.headers.getlist("accept-encoding"), list(made.encoded))
+    coding = codings[0] if codings else None
+    etag = f'"b-{made.version}-{coding}"' if coding else f'"b-{made.version}"'
+    headers = {
+        "Cache-Control": (IMMUTABLE if fresh else NO_CACHE).decode(),
+        "ETag": etag,
+        "Vary": "Accept-Encoding",
+    }
     if request.headers.get("if-none-match") == etag:
         return Response(status_code=304, headers=headers)
-    return Response(made.data, media_type="application/octet-stream", headers=headers)
+    if coding is not None:
+        headers["Content-Encoding"] = coding
+        return Response(made.encoded[coding], media_type=BUNDLE_TYPE, headers=headers)
+    return Response(made.data, media_type=BUNDLE_TYPE, headers=headers)
+
+
+BUNDLE_TYPE = "application/octet-stream"

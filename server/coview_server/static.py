@@ -147,6 +147,16 @@ def parse_accept_encoding(values: list[str]) -> dict[str, float]:
     return out
 
 
+def accepted_codings(accept_encoding: list[str] | None, available: list[str]) -> list[str]:
+    """The codings of ``available`` that Accept-Encoding allows, best first (by q-value, then
+    in the order given: brotli before gzip, it is smaller)."""
+    if not accept_encoding:
+        return []
+    accepted = parse_accept_encoding(accept_encoding)
+    usable = [c for c in available if _quality(accepted, c) > 0]
+    return sorted(usable, key=lambda c: -_quality(accepted, c))
+
+
 def _quality(accepted: dict[str, float], coding: str) -> float:
     if coding in accepted:
         return accepted[coding]
@@ -392,21 +402,16 @@ class Assets:
             return self._generated(real)
         if not stat.S_ISREG(st.st_mode):
             return None
-        if accept_encoding:
-            accepted = parse_accept_encoding(accept_encoding)
-            ranked = sorted(
-                (coding for coding in ENCODINGS if _quality(accepted, coding[0]) > 0),
-                key=lambda c: -_quality(accepted, c[0]),
-            )
-            for coding, suffix in ranked:
-                variant = real + suffix
-                try:
-                    vst = os.stat(variant)
-                except OSError:
-                    continue
-                # A variant older than its original is stale: never serve it.
-                if stat.S_ISREG(vst.st_mode) and vst.st_mtime_ns >= st.st_mtime_ns:
-                    return _Chosen(variant, vst.st_size, vst.st_mtime_ns, vst.st_ino, coding)
+        suffixes = dict(ENCODINGS)
+        for coding in accepted_codings(accept_encoding, list(suffixes)):
+            variant = real + suffixes[coding]
+            try:
+                vst = os.stat(variant)
+            except OSError:
+                continue
+            # A variant older than its original is stale: never serve it.
+            if stat.S_ISREG(vst.st_mode) and vst.st_mtime_ns >= st.st_mtime_ns:
+                return _Chosen(variant, vst.st_size, vst.st_mtime_ns, vst.st_ino, coding)
         return _Chosen(real, st.st_size, st.st_mtime_ns, st.st_ino, None)
 
     def _generated(self, real: str) -> _Chosen | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import sys
 from pathlib import Path
@@ -51,6 +52,33 @@ def test_bundles_are_served_immutable_under_their_version(client: TestClient) ->
     assert client.get("/app/bundle/console.bundle").status_code == 404
     assert client.get("/app/bundle/nothing.bundle").status_code == 404
     assert client.get("/app/bundle/..%2Fsecret.bundle").status_code == 404
+
+
+def test_bundles_are_served_gzipped_to_browsers_that_take_it(client: TestClient) -> None:
+    made = pages.page_bundle(Settings.load(environ={}), "popup")
+    if made is None:
+        pytest.skip("no mpy-cross of the runtime's release")
+    url = made.url("popup")
+    zipped = client.get(url, headers={"Accept-Encoding": "br, gzip, deflate"})
+    assert zipped.headers["content-encoding"] == "gzip"
+    assert zipped.headers["vary"] == "Accept-Encoding"
+    assert zipped.content == made.data  # httpx undoes the coding
+    assert int(zipped.headers["content-length"]) == len(made.encoded["gzip"]) < len(made.data)
+    assert gzip.decompress(made.encoded["gzip"]) == made.data
+    plain = client.get(url, headers={"Accept-Encoding": "identity"})
+    assert "content-encoding" not in plain.headers and plain.content == made.data
+    refused = client.get(url, headers={"Accept-Encoding": "gzip;q=0, br"})
+    assert "content-encoding" not in refused.headers
+    # One ETag per coding: a cached gzip copy is not confirmed to a client that wants none.
+    assert zipped.headers["etag"] != plain.headers["etag"]
+    same = client.get(
+        url, headers={"Accept-Encoding": "gzip", "If-None-Match": zipped.headers["etag"]}
+    )
+    assert same.status_code == 304
+    other = client.get(
+        url, headers={"Accept-Encoding": "identity", "If-None-Match": zipped.headers["etag"]}
+    )
+    assert other.status_code == 200 and other.content == made.data
 
 
 def test_a_bundle_of_the_page_alone_unpacks_too(
