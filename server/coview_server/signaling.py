@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from asyncio import FIRST_COMPLETED
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
@@ -101,14 +102,18 @@ async def _serve(websocket: WebSocket, hub: HubFront, settings: Settings, store:
         return
     except WebSocketDisconnect:
         return
-    writer = asyncio.create_task(_writer(websocket, conn))
+    # Set by the writer once the conn is closed (by the hub, the gateway or an admin): the
+    # reader stops at once instead of at its next wake-up up to 5 s later, while the page
+    # thinks it is still heard and cannot come back (a failover's rejoin closes so).
+    closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    writer = asyncio.create_task(_writer(websocket, conn, closed))
     close_code = WS_1000_NORMAL
     # Whether the page itself left (closed, reloaded) or its connection was lost: a lost
     # share window or console may come back (docs/protocol.md, Reconnect and resume).
     left = True
     try:
         await hub.join(conn)
-        close_code, left = await _reader(websocket, hub, conn, settings)
+        close_code, left = await _reader(websocket, hub, conn, settings, closed)
     except WebSocketDisconnect as exc:
         left = exc.code in (WS_1000_NORMAL, WS_1001_GOING_AWAY)
     except Exception:  # a bug must cost one socket, never the server
@@ -232,7 +237,11 @@ async def _resume_share(store: Store, credential: str, fresh: str) -> ShareRow:
 
 
 async def _reader(
-    websocket: WebSocket, hub: HubFront, conn: Conn, settings: Settings
+    websocket: WebSocket,
+    hub: HubFront,
+    conn: Conn,
+    settings: Settings,
+    closed: asyncio.Future[None],
 ) -> tuple[int, bool]:
     """Serve the socket until it ends; returns the close code to send, and whether the
     page left (False: its connection was lost)."""
@@ -240,46 +249,57 @@ async def _reader(
     bucket = TokenBucket(settings.ws_rate, settings.ws_burst, loop.time())
     alive = Liveness(loop.time())
     errors = 0
-    while not conn.closed:
-        try:
-            text = await asyncio.wait_for(_receive_text(websocket), 5.0)
-        except TimeoutError:
-            verdict = alive.tick(loop.time())
-            if verdict == PING:
-                conn.send(P.make("ping"))
-            elif verdict == DEAD:
-                log.info("closing %s: silent for %.0f s", conn.id, alive.dead_after)
-                return WS_1000_NORMAL, False
-            continue
-        now = loop.time()
-        alive.heard(now)
-        if not bucket.take(now):
-            errors += 1
-            conn.send(P.error(P.RATE_LIMITED, "too many messages; slow down"))
-        else:
-            try:
-                msg = P.decode(text, P.C2S)
-                if msg["type"] in ("ping", "pong"):
-                    # Liveness needs nothing of the hub: never queue it behind others' work.
-                    if msg["type"] == "ping":
-                        conn.send(P.make("pong", t=msg.get("t")))
-                    continue
-                await hub.handle(conn, msg)
+    receiving: asyncio.Future[str] | None = None
+    try:
+        while not conn.closed:
+            if receiving is None:
+                receiving = asyncio.ensure_future(_receive_text(websocket))
+            either: set[asyncio.Future[Any]] = {receiving, closed}
+            await asyncio.wait(either, timeout=5.0, return_when=FIRST_COMPLETED)
+            if not receiving.done():
+                if closed.done():
+                    break  # closed by the hub or the gateway: the endpoint closes the socket
+                verdict = alive.tick(loop.time())
+                if verdict == PING:
+                    conn.send(P.make("ping"))
+                elif verdict == DEAD:
+                    log.info("closing %s: silent for %.0f s", conn.id, alive.dead_after)
+                    return WS_1000_NORMAL, False
                 continue
-            except P.ProtocolError as exc:
+            text = receiving.result()  # raises WebSocketDisconnect when the page went away
+            receiving = None
+            now = loop.time()
+            alive.heard(now)
+            if not bucket.take(now):
                 errors += 1
-                conn.send(P.error(exc.code, exc.text, exc.ref))
-                if exc.code == P.TOO_LARGE:
-                    return WS_1009_TOO_BIG, True
-            except HubError as exc:
-                errors += 1
-                conn.send(P.error(exc.code, exc.text, fatal=exc.fatal))
-                if exc.fatal:
-                    return WS_1000_NORMAL, True
-        if errors + conn.refused > MAX_ERRORS:
-            conn.send(P.error(P.RATE_LIMITED, "too many refused messages", fatal=True))
-            return WS_1000_NORMAL, True
-    return WS_1000_NORMAL, True
+                conn.send(P.error(P.RATE_LIMITED, "too many messages; slow down"))
+            else:
+                try:
+                    msg = P.decode(text, P.C2S)
+                    if msg["type"] in ("ping", "pong"):
+                        # Liveness needs nothing of the hub: never queue it behind others' work.
+                        if msg["type"] == "ping":
+                            conn.send(P.make("pong", t=msg.get("t")))
+                        continue
+                    await hub.handle(conn, msg)
+                    continue
+                except P.ProtocolError as exc:
+                    errors += 1
+                    conn.send(P.error(exc.code, exc.text, exc.ref))
+                    if exc.code == P.TOO_LARGE:
+                        return WS_1009_TOO_BIG, True
+                except HubError as exc:
+                    errors += 1
+                    conn.send(P.error(exc.code, exc.text, fatal=exc.fatal))
+                    if exc.fatal:
+                        return WS_1000_NORMAL, True
+            if errors + conn.refused > MAX_ERRORS:
+                conn.send(P.error(P.RATE_LIMITED, "too many refused messages", fatal=True))
+                return WS_1000_NORMAL, True
+        return WS_1000_NORMAL, True
+    finally:
+        if receiving is not None:
+            receiving.cancel()  # a receive that no one will read (its message is discarded)
 
 
 async def _receive_text(websocket: WebSocket) -> str:
@@ -298,12 +318,12 @@ async def _receive_text(websocket: WebSocket) -> str:
     return str(text)
 
 
-async def _writer(websocket: WebSocket, conn: Conn) -> None:
+async def _writer(websocket: WebSocket, conn: Conn, closed: asyncio.Future[None]) -> None:
     while True:
         msg = await conn.queue.get()
-        if msg is None:
-            if conn.evicted:  # signed out by an admin: close now, not at the next read
-                await _close(websocket, WS_1000_NORMAL)
+        if msg is None:  # what was queued is out: the reader stops, the endpoint closes
+            if not closed.done():
+                closed.set_result(None)
             return
         if not await _send(websocket, msg):
             conn.close()

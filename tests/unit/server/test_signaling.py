@@ -476,6 +476,22 @@ def test_oversized_handshake_refused(client: TestClient) -> None:
 # --- liveness and rate limiting ------------------------------------------------------------
 
 
+def test_a_socket_the_hub_closes_is_closed_at_once(client: TestClient) -> None:
+    """Not at the reader's next wake-up, up to 5 s later: until the page hears the close it
+    cannot come back (a failover's rejoin closes every socket of the dead hub so; a share
+    window stopped then missed its share's end in CI)."""
+    with connect(client) as visitor:
+        welcome = handshake(visitor, "visitor")
+        conn = client.app_state["hub"].conns[welcome["conn"]]
+        visitor.send("ping")  # a round trip: the reader is back waiting for the page
+        of_type(visitor, "pong")
+        assert client.portal is not None
+        started = time.monotonic()
+        client.portal.call(conn.close)
+        assert expect_closed(visitor) == 1000
+        assert time.monotonic() - started < 2.0
+
+
 def test_ping_gets_pong(client: TestClient) -> None:
     with connect(client) as ws:
         handshake(ws, "visitor")
