@@ -14,7 +14,9 @@ on both sides within 2 s).
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +105,34 @@ def test_every_websocket_reset_at_once_resumes_the_share(contexts: Any, tmp_path
         )
         _still_live_and_working(agent, popup)
         assert len(_peer_connections(popup)) == 1  # the same one, never replaced
+    finally:
+        server.stop()
+
+
+def test_a_window_back_after_its_share_ended_says_it_ended_and_stops_capturing(
+    contexts: Any, tmp_path: Path
+) -> None:
+    """The share ended while its window was away (here in the database while the server was
+    down; another process of a deployment can end it so): the window's resume is refused,
+    and it says the share ended and stops capturing, not only that it "cannot share"."""
+    server = make_server(tmp_path)
+    try:
+        _agent, popup = _live_share(contexts, server)
+        server.stop()
+        with sqlite3.connect(server.db) as db:
+            db.execute(
+                "UPDATE shares SET state = 'ended', ended_at = ?, end_reason = ?"
+                " WHERE ended_at IS NULL",
+                (time.time(), "stopped_by_viewer"),
+            )
+        db.close()
+        server.start()
+        expect(popup.get_by_role("status")).to_have_text(
+            "The screen share has ended. You can close this window.", timeout=20000
+        )
+        expect(popup.get_by_role("alert")).to_contain_text("already ended")
+        expect(popup.get_by_role("button", name="Stop sharing")).to_be_hidden()
+        assert popup.evaluate("document.getElementById('preview').srcObject === null")
     finally:
         server.stop()
 

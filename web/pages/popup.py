@@ -170,10 +170,11 @@ def on_message(msg):
         if msg.get("fatal"):
             dom.show(explain, False)
             if state["stream"] is not None:  # e.g. a resume refused: stop capturing now
-                end("The screen share has ended.")
+                end("The screen share has ended.")  # what it says, not "cannot share"
+            else:
+                dom.text(status, "This window cannot share.")
             dom.enable(share_button, False)
             state["ended"] = True
-            dom.text(status, "This window cannot share.")
         fail(text)
 
 
