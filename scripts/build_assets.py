@@ -38,7 +38,8 @@ for the package hosts in the core chunk: the ``mip`` installer PyScript writes i
 (its index ``micropython.org/pi/v2`` and ``raw.githubusercontent.com`` for ``github:`` names)
 and the "might not support" hint on Pyodide pages (``packages.pyscript.net``). Coview serves no
 package index, so a page asking for packages gets our 404 instead of a stranger's files; the
-hint points at the lock file listing the packages this Pyodide has.
+hint points at the lock file listing the packages this Pyodide has. Links to PyScript's sites
+in messages Coview never shows (``DOC_LINKS``) become words.
 
 Every file of at least 1 KiB also gets ``<name>.gz`` (gzip level 9) and, when the ``brotli``
 package is importable, ``<name>.br`` (quality 11), each only when it is smaller than the original.
@@ -261,6 +262,18 @@ LOCAL_BASES = (
     (re.compile(rb"https://raw\.githubusercontent\.com/"), b"/vendor/micropython/github/"),
     (re.compile(rb"https://packages\.pyscript\.net/\?q="), b"/vendor/pyodide/pyodide-lock.json#"),
 )
+#: Links to PyScript's own sites in messages we never show (workers, ``input()`` on the main
+#: thread): words instead, so that no shipped file names a PyScript host.
+DOC_LINKS = (
+    (
+        re.compile(rb"https://docs\.pyscript\.net/[\w./#-]*sharedarraybuffer"),
+        b"the SharedArrayBuffer entry of the PyScript FAQ",
+    ),
+    (
+        re.compile(rb"https://pyscript\.github\.io/[\w./#-]*workers/?"),
+        b"the workers page of the PyScript user guide",
+    ),
+)
 #: In PyScript's core chunk, the Python run before a page's first script on the main thread:
 #: ``"mpy"===t?Ao.replace(bo,""):Ao``, PyScript's own package (minus a part only workers need
 #: on MicroPython). See the module doc.
@@ -268,7 +281,7 @@ _PYSCRIPT_STDLIB = re.compile(rb'"mpy"===[\w$]+\?([\w$]+)\.replace\([\w$]+,""\):
 #: Any CDN address left in a shipped script fails the build.
 _CDN = re.compile(
     rb"https?://(?:[\w.-]+\.)?(?:jsdelivr\.net|unpkg\.com|cdnjs\.\w+|esm\.sh"
-    rb"|raw\.githubusercontent\.com|micropython\.org/pi|packages\.pyscript\.net)\b"
+    rb"|raw\.githubusercontent\.com|micropython\.org/pi|pyscript\.net|github\.io)\b"
 )
 EDITOR_PREFIX = "codemirror"
 CSP_ENTRY = "pyscript/core-csp.js"
@@ -416,7 +429,7 @@ def plan(
 
 def localized(rel: str, data: bytes) -> bytes:
     """``data`` with its default CDN bases pointing at our own /vendor/ (see the module doc)."""
-    for pattern, local in LOCAL_BASES:
+    for pattern, local in (*LOCAL_BASES, *DOC_LINKS):
         data = pattern.sub(local, data)
     left = _CDN.search(data)
     if left is not None:

@@ -49,6 +49,18 @@ def test_package_hosts_become_our_vendor_paths():
     )
 
 
+def test_links_to_pyscripts_sites_become_words():
+    text = (
+        b"See: https://docs.pyscript.net/latest/faq/#sharedarraybuffer'\n"
+        b'"Consider using the worker attribute: '
+        b'https://pyscript.github.io/docs/2023.11.2/user-guide/workers/"'
+    )
+    assert build_assets.localized("core.js", text) == (
+        b"See: the SharedArrayBuffer entry of the PyScript FAQ'\n"
+        b'"Consider using the worker attribute: the workers page of the PyScript user guide"'
+    )
+
+
 @pytest.mark.parametrize(
     "left",
     [
@@ -59,6 +71,8 @@ def test_package_hosts_become_our_vendor_paths():
         b"https://unpkg.com/pkg@2/index.js",
         b"http://cdnjs.cloudflare.com/ajax/libs/x.js",
         b"https://esm.sh/preact",
+        b"https://pyscript.net/releases/2024.1.1/core.js",
+        b"https://pyscript.github.io/docs/latest/",
     ],
 )
 def test_any_other_cdn_address_fails_the_build(left):
