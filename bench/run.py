@@ -41,8 +41,8 @@ from tests.e2e.conftest import (  # noqa: E402
 
 RESULTS = BENCH / "results"
 # The popup and its baselines: ours, the plain-JS page (the ratio's denominator), and the
-# PyScript floor (bench/baseline/popup-mpy.html: PyScript's MicroPython doing only the
-# handshake, the time before any Coview code can matter).
+# PyScript floor (/popup with bench/baseline/popup_floor.py as its script: PyScript's
+# MicroPython doing only the handshake, the time before any Coview code can matter).
 POPUP_PAGES = {"py": "/popup", "js": "/bench/popup.html", "floor": "/bench/popup-mpy.html"}
 POPUP_VARIANTS = tuple(POPUP_PAGES)
 PROBE = (BENCH / "probe.js").read_text(encoding="utf-8")

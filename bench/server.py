@@ -9,8 +9,8 @@ addition: requests under ``/bench/`` are answered from ``bench/baseline/`` by Co
 ``Assets`` app, behind the same ``SecurityHeaders`` middleware (so the plain-JS baseline
 pages run under the same CSP as ours).  Everything else, WebSockets and the lifespan
 included, goes to the unmodified Coview app, so the baseline talks to the same ``/ws``.
-``/bench/popup-mpy.html`` is the PyScript floor: ``baseline/popup-mpy.html`` rendered with
-the popup's own PyScript head and runtime config, minus our files (see that page).
+``/bench/popup-mpy.html`` is the PyScript floor: the popup's own page and PyScript head with
+``baseline/popup_floor.py`` as its script, minus our files (see :class:`FloorPage`).
 It also keeps a log of every HTTP answer (path, status, content coding), which the bench
 reads at ``/_bench/log?since=N`` to count requests and 304 revalidations per page load.
 """
@@ -23,7 +23,6 @@ import json
 from pathlib import Path
 
 import uvicorn
-from jinja2 import ChoiceLoader, FileSystemLoader
 from starlette.responses import HTMLResponse
 from starlette.types import Message, Receive, Scope, Send
 
@@ -98,15 +97,13 @@ class WithBench:
 
 
 class FloorPage:
-    """``baseline/popup-mpy.html`` with the popup's PyScript head and interpreter (the same
-    URLs, preloads and cache lifetimes as ``/popup``), but no file of ours in its config."""
+    """``/popup`` itself (template, PyScript head, interpreter: the same URLs, preloads and
+    cache lifetimes) with ``baseline/popup_floor.py`` as its page script and no file of ours."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        templates = str(settings.web_root / "templates")
-        self.env = pages._env(templates).overlay(
-            loader=ChoiceLoader([FileSystemLoader(str(BASELINE)), FileSystemLoader(templates)])
-        )
+        self.code = (BASELINE / "popup_floor.py").read_text(encoding="utf-8")
+        assert "</" not in self.code  # the template writes it unescaped into <script>
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.settings
@@ -114,7 +111,10 @@ class FloorPage:
         config["files"] = {}
         head = pages.pyscript_head(settings, "mpy", "popup")
         head["preload_fetch"] = [f for f in head["preload_fetch"] if f[1] != "low"]  # ours
-        html = self.env.get_template("popup-mpy.html").render(config=json.dumps(config), head=head)
+        template = pages._env(str(settings.web_root / "templates")).get_template("popup.html")
+        html = template.render(
+            config=json.dumps(config), head=head, script_type="mpy", script_code=self.code
+        )
         response = HTMLResponse(html, headers={"Cache-Control": "no-store"})  # as /popup
         await response(scope, receive, send)
 
